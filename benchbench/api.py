@@ -1,0 +1,208 @@
+"""What plugins implement: the component base classes.
+
+Every component (a track's Task, a DataAttack, an InputAttack, a Defense, an Evaluator)
+is a class with a ``name``, a ``track``, a ``version``, a one-line ``description`` and a
+pydantic ``Params`` model whose fields are the component's typed parameters with their
+defaults. Params are data: they come from YAML/JSON configs, are validated here, and
+are hashed (with the version) into every cache key and result row, so changing a
+default or bumping a version never silently reuses an old artifact.
+
+This module is torch-free on purpose: ``benchbench plugins``, config validation and
+leaderboard building must not pay for importing torch. The per-track contracts (what a
+CLIP attack returns, what a ReID defense trains) are refined in ``benchbench.clip.api``
+and ``benchbench.reid.api``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from benchbench.errors import ConfigError
+
+Kind = Literal["task", "attack", "defense", "evaluator"]
+
+
+class Params(BaseModel):
+    """Base for every component's parameters: strict about unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """Which plugin gave a component: recorded in every result row."""
+
+    name: str  # the plugin's registered name (entry-point name or module path)
+    distribution: str  # the installed distribution ("benchbench", "my-defense") or "local"
+    version: str
+
+
+BUILTIN = PluginInfo("builtin", "benchbench", "0")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric definition that travels with every result."""
+
+    name: str
+    higher_is_better: bool
+    description: str
+    formula_version: str = "1"
+
+
+class Component:
+    """Base of every plugin component.
+
+    Subclasses set the class attributes below and nest a ``Params(benchbench.api.Params)``
+    model. ``presets`` maps a preset name ("smoke", "default", "paper") to parameter
+    overrides, so one config can be run at test size or at paper size.
+    """
+
+    kind: ClassVar[Kind]
+    name: ClassVar[str]
+    track: ClassVar[str]
+    version: ClassVar[str] = "1"
+    description: ClassVar[str] = ""
+    Params: ClassVar[type[Params]] = Params
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    plugin: ClassVar[PluginInfo] = BUILTIN  # set by the registry when the class is loaded
+
+    def __init__(self, params: Params | dict[str, Any] | None = None, preset: str | None = None):
+        self.params = self.resolve_params(params, preset)
+
+    @classmethod
+    def resolve_params(cls, params: Params | dict[str, Any] | None = None, preset: str | None = None) -> Params:
+        """Defaults < preset overrides < given params, validated into ``cls.Params``."""
+        if isinstance(params, cls.Params):
+            return params
+        merged = dict(cls.presets.get(preset, {})) if preset else {}
+        merged.update(params or {})
+        try:
+            return cls.Params(**merged)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}" for e in exc.errors()
+            )
+            fields = ", ".join(cls.Params.model_fields) or "none"
+            raise ConfigError(
+                f"bad params for {cls.kind} '{cls.name}' ({cls.track}): {problems} "
+                f"(its params are: {fields})"
+            ) from None
+
+    @classmethod
+    def describe_params(cls) -> list[dict[str, Any]]:
+        """Name, type, default and help of every param, for `benchbench plugins -v` and docs."""
+        out = []
+        for fname, field in cls.Params.model_fields.items():
+            ann = field.annotation
+            out.append(
+                {
+                    "name": fname,
+                    "type": getattr(ann, "__name__", str(ann)),
+                    "default": field.default,
+                    "help": field.description or "",
+                }
+            )
+        return out
+
+    def identity(self) -> dict[str, Any]:
+        """What makes this component's output what it is: hashed into cache keys."""
+        return {
+            "kind": self.kind,
+            "track": self.track,
+            "name": self.name,
+            "version": self.version,
+            "params": json.loads(self.params.model_dump_json()),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.track}/{self.name} v{self.version} {self.params!r}>"
+
+
+class Task(Component):
+    """A track: runs one grid cell end to end.
+
+    It builds (or loads from the stage cache) the data, applies the cell's attack, asks
+    the defense for a model, and runs the evaluators. Its params are the track's
+    protocol (data set, model, training budget): fixed across defenses so that cells are
+    comparable.
+    """
+
+    kind: ClassVar[Kind] = "task"
+
+    def run(self, cell: "ResolvedCell", ctx: "RunContext") -> dict[str, dict[str, float]]:
+        """Return ``{evaluator name: {metric name: value}}`` for the cell."""
+        raise NotImplementedError
+
+    def dataset_name(self) -> str:
+        """Short name of the data set this task instance runs on (leaderboard column)."""
+        raise NotImplementedError
+
+    def model_name(self) -> str:
+        """Short name of the architecture (leaderboard column)."""
+        raise NotImplementedError
+
+
+class DataAttack(Component):
+    """A train-time attack: returns a poisoned training set plus what its evaluator needs.
+
+    The signature of ``poison`` is track-specific (see ``benchbench.clip.api``).
+    """
+
+    kind: ClassVar[Kind] = "attack"
+    stage: ClassVar[str] = "train"
+
+
+class InputAttack(Component):
+    """A test-time attack: perturbs a batch of inputs given the model.
+
+    Track kits define the exact call (``benchbench.reid.api``); ReID attacks build a
+    ``torchattacks.Attack`` so they also work outside benchbench.
+    """
+
+    kind: ClassVar[Kind] = "attack"
+    stage: ClassVar[str] = "test"
+
+
+class Defense(Component):
+    """Trains a model for its track; the track's trainer calls its hooks."""
+
+    kind: ClassVar[Kind] = "defense"
+
+
+class Evaluator(Component):
+    """Returns named metrics; ``metrics`` declares each one's direction."""
+
+    kind: ClassVar[Kind] = "evaluator"
+    metrics: ClassVar[tuple[Metric, ...]] = ()
+
+    @classmethod
+    def metric(cls, name: str) -> Metric:
+        for m in cls.metrics:
+            if m.name == name:
+                return m
+        raise KeyError(f"evaluator '{cls.name}' declares no metric '{name}'")
+
+
+# Imported late: these modules import Component types for annotations only.
+from benchbench.cells import ResolvedCell  # noqa: E402
+from benchbench.context import RunContext  # noqa: E402
+
+__all__ = [
+    "BUILTIN",
+    "Component",
+    "DataAttack",
+    "Defense",
+    "Evaluator",
+    "InputAttack",
+    "Kind",
+    "Metric",
+    "Params",
+    "PluginInfo",
+    "ResolvedCell",
+    "RunContext",
+    "Task",
+]

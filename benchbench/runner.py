@@ -1,0 +1,86 @@
+"""Run one cell, in whatever process an executor chose.
+
+``run_cell`` takes and returns plain data (a ``CellSpec`` dict in, a result dict out) so
+the local process pool and Ray can ship it without pickling component objects. Any
+exception inside the cell becomes a ``failed`` result with its traceback: one broken
+plugin never takes the grid down.
+"""
+from __future__ import annotations
+
+import functools
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from benchbench.cells import CellSpec
+from benchbench.context import RunContext
+from benchbench.registry import Registry, load_registry
+from benchbench.stages import StageCache
+
+
+@dataclass(frozen=True)
+class Environment:
+    """What a worker needs to rebuild the registry and find the stage cache."""
+
+    cache_root: str
+    plugins: tuple[str, ...] = ()
+    device: str = "cpu"
+    progress: bool = True
+
+
+@functools.lru_cache(maxsize=4)
+def _registry(plugins: tuple[str, ...]) -> Registry:
+    return load_registry(plugins)
+
+
+def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None = None) -> dict[str, Any]:
+    """Run one cell; return ``{"status", "metrics", "error", "traceback", "wall_seconds",
+    "components", "stages"}``. Never raises for errors inside the cell."""
+    start = time.perf_counter()
+    cell = CellSpec.from_dict(spec)
+    cache = StageCache(env.cache_root)
+    result: dict[str, Any] = {"status": "failed", "metrics": {}, "error": None, "traceback": None,
+                              "components": {}, "stages": {}}
+    try:
+        reg = registry or _registry(tuple(env.plugins))
+        resolved = cell.resolve(reg)
+        result["components"] = {
+            role: {**c.identity(), "plugin": c.plugin.name, "distribution": c.plugin.distribution,
+                   "plugin_version": c.plugin.version}
+            for role, c in [("task", resolved.task), ("attack", resolved.attack),
+                            ("defense", resolved.defense)]
+        }
+        result["components"]["evaluators"] = [
+            {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
+             "plugin_version": e.plugin.version} for e in resolved.evaluators
+        ]
+        result["dataset"] = resolved.task.dataset_name()
+        result["model"] = resolved.task.model_name()
+        ctx = RunContext(cache=cache, seed=cell.seed, preset=cell.preset, device=env.device,
+                         progress=env.progress)
+        metrics = resolved.task.run(resolved, ctx)
+        result["metrics"] = _check_metrics(resolved, metrics)
+        result["status"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
+        result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        result["traceback"] = traceback.format_exc()
+    result["stages"] = {f"{n}:{w}": c for (n, w), c in cache.stats.items()}
+    result["wall_seconds"] = round(time.perf_counter() - start, 3)
+    return result
+
+
+def _check_metrics(cell, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Attach each metric's declared definition; reject undeclared metrics (a plugin bug)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    by_name = {e.name: e for e in cell.evaluators}
+    for ev_name, values in metrics.items():
+        ev = by_name.get(ev_name)
+        if ev is None:
+            raise RuntimeError(f"task returned metrics for evaluator '{ev_name}' not in the cell")
+        out[ev_name] = {}
+        for metric, value in values.items():
+            m = ev.metric(metric)
+            out[ev_name][metric] = {"value": float(value), "higher_is_better": m.higher_is_better,
+                                    "formula_version": m.formula_version}
+    return out
