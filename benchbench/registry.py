@@ -29,6 +29,7 @@ from benchbench.errors import ConfigError, PluginError
 
 ENTRY_POINT_GROUP = "benchbench"
 DISABLE_ENV = "BENCHBENCH_DISABLE_PLUGINS"
+BUILTIN_ONLY_ENV = "BENCHBENCH_BUILTIN_ONLY"  # "1": load only benchbench's own entry points (tests)
 COMPONENT_HOOKS = {
     "task": "benchbench_tasks",
     "attack": "benchbench_attacks",
@@ -112,11 +113,12 @@ def load_registry(extra_plugins: Iterable[str] = (), strict: bool = False,
         reg.failures.append(PluginFailure(plugin, reason))
 
     candidates: list[tuple[str, object, PluginInfo]] = []
+    builtin_only = os.environ.get(BUILTIN_ONLY_ENV) == "1"
     if entry_points:
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            if pm.is_blocked(ep.name) or pm.has_plugin(ep.name):
-                continue
             dist = ep.dist
+            if pm.is_blocked(ep.name) or (builtin_only and (dist is None or dist.name != "benchbench")):
+                continue
             info = PluginInfo(ep.name, dist.name if dist else "unknown", dist.version if dist else "0")
             try:
                 candidates.append((ep.name, ep.load(), info))

@@ -1,0 +1,138 @@
+"""The `benchbench` command: plugins, grid, leaderboard, validate.
+
+User-fixable errors (``BenchbenchError``) print as one line and exit 2; a grid with a
+failed cell exits 1 after storing every other cell.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchbench.errors import BenchbenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Attack x defense robustness grids with pluggable components.")
+console = Console()
+err = Console(stderr=True)
+
+PluginOpt = Annotated[Optional[list[str]], typer.Option("--plugin", help="Extra plugin: module name or .py path (repeatable).")]
+StrictOpt = Annotated[bool, typer.Option("--strict-plugins", help="A plugin that fails to load is fatal.")]
+
+
+def _fail(exc: BenchbenchError) -> None:
+    err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def plugins(plugin: PluginOpt = None, strict_plugins: StrictOpt = False,
+            verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show every param.")] = False) -> None:
+    """List every plugin and component with its version, and plugins that failed to load."""
+    from benchbench.registry import load_registry
+
+    try:
+        reg = load_registry(plugin or (), strict=strict_plugins)
+    except BenchbenchError as exc:
+        _fail(exc)
+    table = Table("track", "kind", "name", "version", "plugin", "distribution", "description")
+    for (kind, track, name), cls in sorted(reg.components.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
+        info = cls.plugin
+        table.add_row(track, kind, name, cls.version, info.name, f"{info.distribution} {info.version}",
+                      cls.description)
+        if verbose:
+            for p in cls.describe_params():
+                table.add_row("", "", f"  {p['name']}", "", "", f"{p['type']} = {p['default']!r}", p["help"])
+    console.print(table)
+    for f in reg.failures:
+        err.print(f"[yellow]plugin failed to load:[/yellow] {f.plugin}: {f.reason}", highlight=False)
+
+
+@app.command()
+def grid(
+    config: Annotated[Path, typer.Argument(help="Grid config (YAML), e.g. configs/clip-default.yaml")],
+    preset: Annotated[str, typer.Option(help="smoke | default | paper")] = "default",
+    store: Annotated[Optional[Path], typer.Option(help="SQLite results (default runs/<preset>/results.sqlite)")] = None,
+    cache: Annotated[Path, typer.Option(help="Stage cache directory")] = Path("runs/cache"),
+    seeds: Annotated[Optional[int], typer.Option(help="Override the config's seeds with 0..N-1")] = None,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    jobs: Annotated[int, typer.Option(help="Local worker processes (1 = in-process)")] = 1,
+    address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray)")] = None,
+    plugin: PluginOpt = None,
+    strict_plugins: StrictOpt = False,
+    progress: Annotated[bool, typer.Option(help="Progress bars")] = True,
+) -> None:
+    """Run every attack x defense x seed cell of CONFIG; finished cells are skipped."""
+    from benchbench.executors import make_executor
+    from benchbench.grid import run_grid
+    from benchbench.registry import load_registry
+
+    store = store or Path("runs") / preset / "results.sqlite"
+    try:
+        reg = load_registry(plugin or (), strict=strict_plugins)
+        for f in reg.failures:
+            err.print(f"[yellow]plugin failed to load:[/yellow] {f.plugin}: {f.reason}", highlight=False)
+        summary = run_grid(config, store, cache, preset=preset, seeds=seeds,
+                           executor=make_executor(executor, jobs=jobs, address=address),
+                           plugins=tuple(plugin or ()), registry=reg, progress=progress, argv=sys.argv)
+    except BenchbenchError as exc:
+        _fail(exc)
+    console.print(f"{summary.total} cells: {summary.ok} run, {summary.cached} already in {store}, "
+                  f"{len(summary.failed)} failed")
+    for line in summary.failed:
+        err.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
+    if summary.failed:
+        err.print(f"tracebacks are stored in {store} (table cells); fix and re-run to retry only the failed cells")
+        raise typer.Exit(1)
+
+
+@app.command()
+def leaderboard(
+    store: Annotated[Path, typer.Option(help="SQLite results")] = Path("runs/default/results.sqlite"),
+    out: Annotated[Path, typer.Option(help="Output directory (one folder per track)")] = Path("leaderboards"),
+    plugin: PluginOpt = None,
+) -> None:
+    """Write leaderboard tables (md, csv, json, + plugin writers) for every track in STORE."""
+    from benchbench.leaderboard import build_boards, markdown, write_boards
+    from benchbench.registry import load_registry
+
+    try:
+        if not store.is_file():
+            raise BenchbenchError(f"no results store at {store}; run `benchbench grid CONFIG` first or pass --store")
+        reg = load_registry(plugin or ())
+        writers = {}
+        for extra in reg.pm.hook.benchbench_leaderboard_writers():
+            writers.update(extra or {})
+        boards = build_boards(store)
+        paths = write_boards(boards, out, writers)
+    except BenchbenchError as exc:
+        _fail(exc)
+    for board in boards:
+        console.print(markdown(board))
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+def validate(file: Annotated[Path, typer.Argument(help="A leaderboard.json")]) -> None:
+    """Check a leaderboard JSON against the published schema; one line per problem."""
+    from benchbench.leaderboard import validate_board
+
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        _fail(BenchbenchError(f"{file}: cannot read JSON ({exc})"))
+    problems = validate_board(data)
+    for p in problems:
+        err.print(f"{file}: {p}", highlight=False, soft_wrap=True)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{file}: valid ({len(data['entries'])} entries, protocol {data['protocol']})")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,146 @@
+"""SQLite result store: one row per cell, committed the moment the cell finishes.
+
+WAL mode and one transaction per finished cell mean a killed grid loses at most the
+cell that was running; re-running the grid skips every cell whose key is stored as
+``ok``. Only the driver process writes (workers return plain results), so there is no
+write contention even on a cluster. Everything is JSON or plain columns: results are
+data that others can read without running our code.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import sqlite3
+import subprocess
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from benchbench.cells import CellSpec
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started_at REAL NOT NULL,
+    config_path TEXT, config_hash TEXT, config_json TEXT,
+    preset TEXT, git_commit TEXT, host TEXT, versions_json TEXT, argv TEXT
+);
+CREATE TABLE IF NOT EXISTS cells (
+    key TEXT PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(run_id),
+    track TEXT NOT NULL, task TEXT NOT NULL, dataset TEXT, model TEXT,
+    attack TEXT NOT NULL, defense TEXT NOT NULL, seed INTEGER NOT NULL, preset TEXT,
+    spec_json TEXT NOT NULL, components_json TEXT, stages_json TEXT,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
+    error TEXT, traceback TEXT, wall_seconds REAL, finished_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    cell_key TEXT NOT NULL REFERENCES cells(key) ON DELETE CASCADE,
+    evaluator TEXT NOT NULL, metric TEXT NOT NULL, value REAL NOT NULL,
+    higher_is_better INTEGER NOT NULL, formula_version TEXT NOT NULL,
+    PRIMARY KEY (cell_key, evaluator, metric)
+);
+"""
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The commit of the code that produced a result (+ '-dirty' if uncommitted)."""
+    try:
+        here = cwd or Path(__file__).resolve().parent
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def start_run(self, config_path: str, config_hash: str, config: dict[str, Any], preset: str,
+                  versions: dict[str, str], argv: list[str] | None = None) -> int:
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO runs (started_at, config_path, config_hash, config_json, preset,"
+                " git_commit, host, versions_json, argv) VALUES (?,?,?,?,?,?,?,?,?)",
+                (time.time(), config_path, config_hash, json.dumps(config), preset, git_commit(),
+                 f"{socket.gethostname()} ({platform.platform()}, {os.cpu_count()} cpus)",
+                 json.dumps(versions), json.dumps(argv or [])),
+            )
+        return int(cur.lastrowid)
+
+    def finished_keys(self) -> set[str]:
+        return {k for (k,) in self.db.execute("SELECT key FROM cells WHERE status = 'ok'")}
+
+    def record(self, run_id: int, key: str, spec: CellSpec, result: dict[str, Any]) -> None:
+        """Store one cell's result (replacing an earlier failed attempt) in one transaction."""
+        status = result["status"]
+        with self.db:
+            self.db.execute("DELETE FROM cells WHERE key = ?", (key,))
+            self.db.execute(
+                "INSERT INTO cells (key, run_id, track, task, dataset, model, attack, defense, seed,"
+                " preset, spec_json, components_json, stages_json, status, error, traceback,"
+                " wall_seconds, finished_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key, run_id, spec.track, spec.task.name, result.get("dataset"), result.get("model"),
+                 spec.attack.name, spec.defense.name, spec.seed, spec.preset,
+                 json.dumps(spec.to_dict()), json.dumps(result.get("components", {})),
+                 json.dumps(result.get("stages", {})), status, result.get("error"),
+                 result.get("traceback"), result.get("wall_seconds"), time.time()),
+            )
+            self.db.executemany(
+                "INSERT INTO metrics VALUES (?,?,?,?,?,?)",
+                [(key, ev, metric, m["value"], int(m["higher_is_better"]), m["formula_version"])
+                 for ev, values in result.get("metrics", {}).items() for metric, m in values.items()],
+            )
+
+    def failures(self) -> list[dict[str, Any]]:
+        rows = self.db.execute("SELECT key, track, attack, defense, seed, error FROM cells"
+                               " WHERE status = 'failed' ORDER BY finished_at")
+        cols = ["key", "track", "attack", "defense", "seed", "error"]
+        return [dict(zip(cols, r)) for r in rows]
+
+    def cell(self, key: str) -> dict[str, Any] | None:
+        with closing(self.db.execute("SELECT * FROM cells WHERE key = ?", (key,))) as cur:
+            row = cur.fetchone()
+            return dict(zip([d[0] for d in cur.description], row)) if row else None
+
+    def long_table(self) -> pd.DataFrame:
+        """One row per (ok cell, metric), joined with the cell's component versions and
+        its run's provenance: the input of every leaderboard."""
+        query = """
+            SELECT c.key AS cell_key, c.track, c.task, c.dataset, c.model, c.defense, c.attack,
+                   c.seed, c.preset, m.evaluator, m.metric, m.value, m.higher_is_better,
+                   m.formula_version, c.components_json, c.wall_seconds,
+                   r.git_commit, r.host, r.versions_json, r.config_hash, c.finished_at
+            FROM metrics m JOIN cells c ON c.key = m.cell_key JOIN runs r ON r.run_id = c.run_id
+            WHERE c.status = 'ok'
+        """
+        return pd.read_sql_query(query, self.db)
+
+    def iter_cells(self) -> Iterator[dict[str, Any]]:
+        with closing(self.db.execute("SELECT * FROM cells ORDER BY finished_at")) as cur:
+            cols = [d[0] for d in cur.description]
+            for row in cur:
+                yield dict(zip(cols, row))

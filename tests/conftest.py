@@ -1,0 +1,51 @@
+"""Shared fixtures. Installed third-party plugins are kept out of the suite (only
+benchbench's own entry points load), as datasette does, so results don't depend on
+what else is installed in the environment."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchbench.registry import BUILTIN_ONLY_ENV, load_registry
+
+ROOT = Path(__file__).resolve().parent.parent
+TOY = str(ROOT / "tests" / "toy_plugin.py")
+os.environ[BUILTIN_ONLY_ENV] = "1"
+
+
+@pytest.fixture(scope="session")
+def toy_registry():
+    return load_registry([TOY], entry_points=False)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """Every built-in plugin, loaded through its entry point like a third-party one."""
+    return load_registry()
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: int = 600):
+    """Run the real `benchbench` console script in a subprocess."""
+    exe = Path(sys.executable).with_name("benchbench")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+TOY_CONFIG = """
+track: toy
+attacks: [none, shift]
+defenses: [none, clamp]
+evaluators: [error]
+seeds: 2
+"""
+
+
+@pytest.fixture
+def toy_config(tmp_path: Path) -> Path:
+    path = tmp_path / "toy.yaml"
+    path.write_text(TOY_CONFIG)
+    return path
