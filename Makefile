@@ -1,0 +1,36 @@
+# Fresh machine: `make demo` (set up + default grid + leaderboards) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BB := $(VENV)/bin/benchbench
+# The torch build to install first; override for another platform, e.g.
+#   make demo TORCH="torch==2.9.1 torchvision==0.24.1"
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+PRESET ?= default
+PYTEST_ARGS ?=
+
+.PHONY: install demo grid leaderboards test test-quick clean
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test,ray]" --config-settings editable_mode=compat
+	touch $@
+
+install: $(VENV)/.installed
+
+grid: install
+	$(BB) grid configs/clip-default.yaml --preset $(PRESET)
+	$(BB) grid configs/reid-default.yaml --preset $(PRESET)
+
+demo: grid
+	$(BB) leaderboard --store runs/$(PRESET)/results.sqlite --out leaderboards/
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-quick: install
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+clean:
+	rm -rf runs/ .pytest_cache
