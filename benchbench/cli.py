@@ -41,6 +41,8 @@ def plugins(plugin: PluginOpt = None, strict_plugins: StrictOpt = False,
     except BenchbenchError as exc:
         _fail(exc)
     table = Table("track", "kind", "name", "version", "plugin", "distribution", "description")
+    for column in table.columns:
+        column.overflow = "fold"  # names and versions are data: never truncate them
     for (kind, track, name), cls in sorted(reg.components.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
         info = cls.plugin
         table.add_row(track, kind, name, cls.version, info.name, f"{info.distribution} {info.version}",

@@ -32,7 +32,7 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
     """Run the real `benchbench` console script in a subprocess."""
     exe = Path(sys.executable).with_name("benchbench")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, cwd=cwd)
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, cwd=cwd)
 
 
 TOY_CONFIG = """
