@@ -76,3 +76,20 @@ def test_killed_grid_resumes_without_duplicates(tmp_path):
     db = sqlite3.connect(store)
     assert db.execute("SELECT COUNT(*), COUNT(DISTINCT key) FROM cells").fetchone() == (8, 8)
     assert db.execute("SELECT COUNT(*) FROM metrics").fetchone()[0] == 16
+
+
+def test_process_pool_gives_the_same_results_as_in_process(toy_registry, toy_config, tmp_path):
+    from benchbench.executors.local import LocalExecutor
+
+    serial = run_grid(toy_config, tmp_path / "a.sqlite", tmp_path / "ca", registry=toy_registry,
+                      progress=False)
+    pooled = run_grid(toy_config, tmp_path / "b.sqlite", tmp_path / "cb", registry=toy_registry,
+                      plugins=(TOY,), executor=LocalExecutor(jobs=2), progress=False)
+    assert serial.ok == pooled.ok == 8
+
+    def values(name):
+        with Store(tmp_path / name) as store:
+            t = store.long_table()
+        return t.sort_values(["cell_key", "metric"])[["cell_key", "metric", "value"]].values.tolist()
+
+    assert values("a.sqlite") == values("b.sqlite")
