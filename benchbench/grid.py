@@ -5,11 +5,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
 from benchbench.config import config_hash, expand, load_config
 from benchbench.executors import Executor
 from benchbench.executors.local import LocalExecutor
+from benchbench.progress import active, make_progress
 from benchbench.registry import Registry, distribution_versions, load_registry
 from benchbench.runner import Environment
 from benchbench.store import Store
@@ -51,15 +50,13 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
             return summary
         run_id = store.start_run(str(config_path), config_hash(config), config.model_dump(), preset,
                                  distribution_versions(), argv)
-        with Progress(TextColumn("[bold]grid"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.description}"),
-                      disable=not progress) as bar:
-            task = bar.add_task("", total=len(todo))
+        with active(make_progress(disable=not progress)) as bar:
+            task = bar.add_task("grid", total=len(todo))
             for key, result in executor.map(todo, env, registry):
                 cell = by_key[key]
                 store.record(run_id, key, cell, result)
                 _report(registry, summary, cell, key, result)
-                bar.update(task, advance=1, description=f"{cell.label}: {result['status']}")
+                bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
     return summary
 
 
