@@ -1,0 +1,165 @@
+"""Caption re-matching: a FIFO pool of caption features and the rules that pick a new
+caption for an image from it, plus the record of what was picked.
+
+RoCLIP (``model/src/memory_bank.py``, lightly's ``NNMemoryBankModule``) keeps the
+caption embeddings of the most recent batches in a first-in-first-out pool and, every
+K epochs, pairs each image with its nearest pooled caption (argmax cosine; the pool as
+it was *before* the batch is added). Poisoned captions are rare, so an image whose own
+caption was poisoned is very likely to be matched with a clean one. OTCCLIP (our
+reading, ALGORITHMS.md) shortlists the top-k pooled captions by that same global
+similarity and re-ranks them by ``cos(global) - lambda * d_OT(patch tokens, word
+tokens)`` so that captions with the right words in the wrong places lose.
+
+The pool stores *which training row* each caption came from, so defenses can record
+their assignments (``MatchLog``) and the ``rematch`` evaluator can say how many
+poisoned pairs were broken up and how many clean pairs were wrongly re-paired.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from benchbench.ot import candidate_ot_distances
+
+MATCHES_FILE = "rematch.safetensors"
+
+
+class FeatureQueue:
+    """A first-in-first-out pool of the last ``capacity`` feature vectors, each with the
+    training row it came from and, optionally, its token set and token mask.
+
+    Entries are stored detached: they are targets to match against, not to train.
+    Storage is allocated at the first ``push`` (shapes come from the data).
+    """
+
+    def __init__(self, capacity: int):
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity = capacity
+        self._size = 0
+        self._next = 0  # slot the next entry goes to (the oldest once full)
+        self._features: Tensor | None = None
+        self._rows: Tensor | None = None
+        self._tokens: Tensor | None = None
+        self._mask: Tensor | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, features: Tensor, rows: Tensor, tokens: Tensor | None = None,
+             mask: Tensor | None = None) -> None:
+        """Add a batch: (B, D) features, (B,) rows, optional (B, L, D) tokens and (B, L) mask.
+        When full, the oldest entries are overwritten; of a batch larger than the pool only
+        its last ``capacity`` entries are kept."""
+        features, rows = features.detach()[-self.capacity:], rows.detach()[-self.capacity:]
+        if self._features is None:
+            self._features = features.new_zeros((self.capacity, *features.shape[1:]))
+            self._rows = torch.full((self.capacity,), -1, dtype=torch.long, device=rows.device)
+            if tokens is not None:
+                self._tokens = tokens.new_zeros((self.capacity, *tokens.shape[1:]))
+                self._mask = torch.zeros((self.capacity, tokens.shape[1]), dtype=torch.bool,
+                                         device=tokens.device)
+        if (tokens is None) != (self._tokens is None):
+            raise ValueError("push tokens on every call or on none")
+        slots = (self._next + torch.arange(len(features))) % self.capacity
+        self._features[slots] = features
+        self._rows[slots] = rows.long()
+        if tokens is not None:
+            self._tokens[slots] = tokens.detach()[-self.capacity:]
+            self._mask[slots] = (torch.ones(tokens.shape[:2], dtype=torch.bool) if mask is None
+                                 else mask.detach())[-self.capacity:]
+        self._next = int(slots[-1] + 1) % self.capacity
+        self._size = min(self.capacity, self._size + len(features))
+
+    @property
+    def features(self) -> Tensor:
+        """(len, D) features of the filled slots (slot order, not age order)."""
+        return self._filled(self._features)
+
+    @property
+    def rows(self) -> Tensor:
+        """(len,) training row of each entry."""
+        return self._filled(self._rows)
+
+    @property
+    def tokens(self) -> Tensor | None:
+        return None if self._tokens is None else self._filled(self._tokens)
+
+    @property
+    def mask(self) -> Tensor | None:
+        return None if self._mask is None else self._filled(self._mask)
+
+    def _filled(self, t: Tensor | None) -> Tensor:
+        if t is None:
+            raise ValueError("the pool is empty")
+        return t[: self._size]
+
+
+def nearest(queries: Tensor, keys: Tensor, k: int = 1) -> tuple[Tensor, Tensor]:
+    """Top-``k`` keys of each query by cosine similarity: ((B, k) similarities, (B, k) indices)."""
+    sims = F.normalize(queries, dim=-1) @ F.normalize(keys, dim=-1).T
+    return sims.topk(min(k, keys.shape[0]), dim=1)
+
+
+def ot_rerank(image_tokens: Tensor, shortlist_sims: Tensor, shortlist: Tensor, pool: FeatureQueue,
+              lam: float, reg: float, max_iter: int = 100, tol: float = 1e-4) -> tuple[Tensor, Tensor]:
+    """OTCCLIP's matching score over each image's shortlist of pooled captions.
+
+    ``s = cos(global image, global caption) - lam * d_OT`` where ``d_OT`` is the entropic
+    OT distance (cost ``1 - cos``) between the image's (B, P, D) patch tokens and the
+    caption's word tokens (padding masked out), uniform marginals. ``shortlist`` (B, k)
+    indexes the pool, ``shortlist_sims`` are their global cosines. Returns the (B, k)
+    scores and the (B,) pool index of each image's best candidate.
+    """
+    if pool.tokens is None:
+        raise ValueError("the pool holds no token sets; push tokens to re-rank with OT")
+    d_ot = candidate_ot_distances(image_tokens.detach(), pool.tokens, shortlist, reg, y_mask=pool.mask,
+                                  max_iter=max_iter, tol=tol)
+    scores = shortlist_sims - lam * d_ot
+    return scores, shortlist.gather(1, scores.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+class MatchLog:
+    """Which caption row each image row was trained with, per matching epoch.
+
+    ``add`` takes one batch; ``save`` writes ``rematch.safetensors`` (int64 tensors
+    ``epoch``, ``image_row``, ``caption_row`` and, when given, ``caption_row_global``:
+    what the global nearest neighbour alone would have picked, so one run measures OT
+    re-ranking against plain global matching on the same embeddings).
+    """
+
+    def __init__(self) -> None:
+        self._parts: dict[str, list[Tensor]] = {"epoch": [], "image_row": [], "caption_row": [],
+                                                "caption_row_global": []}
+
+    def add(self, epoch: int, image_rows: Tensor, caption_rows: Tensor,
+            caption_rows_global: Tensor | None = None) -> None:
+        n = len(image_rows)
+        self._parts["epoch"].append(torch.full((n,), epoch, dtype=torch.long))
+        self._parts["image_row"].append(image_rows.detach().long().cpu())
+        self._parts["caption_row"].append(caption_rows.detach().long().cpu())
+        if caption_rows_global is not None:
+            self._parts["caption_row_global"].append(caption_rows_global.detach().long().cpu())
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self._parts["epoch"])
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {name: torch.cat(parts) for name, parts in self._parts.items() if parts}
+        if "caption_row_global" in out and len(out["caption_row_global"]) != len(out["epoch"]):
+            raise ValueError("caption_row_global was given for some batches only")
+        return out
+
+    def save(self, directory: str | Path) -> None:
+        if len(self):
+            save_file(self.tensors(), str(Path(directory) / MATCHES_FILE))
+
+
+def load_matches(directory: str | Path) -> dict[str, Tensor] | None:
+    """The assignments a re-matching defense saved next to its model, or None."""
+    path = Path(directory) / MATCHES_FILE
+    return load_file(str(path)) if path.is_file() else None
