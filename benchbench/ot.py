@@ -1,0 +1,409 @@
+"""Batched entropic optimal transport between sets of token features.
+
+OTCCLIP scores an (image, caption) pair by how cheaply the image's patch tokens can be
+transported onto the caption's word tokens (ALGORITHMS.md, "our reading"). Matching
+re-ranks thousands of candidate pairs per epoch and the alignment losses need one OT
+problem per pair in a batch, so this module solves many small problems at once:
+a batch of B cost matrices (P row tokens x T column tokens) padded to common sizes, with
+boolean masks for the padding and optional token weights as marginals.
+
+Why the log domain: with cosine costs in [0, 2] and the small regularisations that
+make OT sharp (reg ~ 0.01-0.05), the Gibbs kernel exp(-C / reg) underflows (float32
+below 1e-38 at C / reg > 87) and classic Sinkhorn divides by zero. We keep the dual
+potentials in the log domain and only ever exponentiate cost minus potentials, i.e. a
+current estimate of the plan, whose entries are small only where the plan is ("log-
+stabilised" Sinkhorn with absorption, Schmitzer 2019); see `_iterate` for why this and
+not logsumexp at every step (ten times faster, same iterates). It is exact for any
+reg > 0 and float32 is enough.
+
+Throughput: converged problems leave the batch, so a batch costs the sum of its
+problems' iterations, not its slowest problem's times B; `pairwise_ot_distances` and
+`candidate_ot_distances` solve all N x M pairs, or each row's top-k candidates, in
+blocks that fit a memory budget. `benchmarks/ot_bench.py` compares with POT.
+
+Conventions match POT: the plan P* solves min_P <P, C> + reg * sum P log P subject to
+P 1 = a and P^T 1 = b; `distance` is <P*, C> without the entropy term (what
+`ot.sinkhorn2(a, b, C, reg)` returns) and `objective` adds it back (POT's
+`ot.batch.solve_batch(...).value`).
+
+Gradients (`grad=`):
+- "envelope" (default): the iterations run without autograd and the plan is a constant.
+  d objective / d C = P* is then exact at convergence (envelope theorem: the plan is
+  optimal, so its own change does not move the objective to first order), and d
+  distance / d C = P* drops the term <dP*/dC, C>, which vanishes as reg -> 0. Memory and
+  time do not depend on the number of iterations. Token weights get no gradient.
+- "autodiff": backpropagate through every iteration: the exact gradient of the numbers
+  returned (including with respect to token weights), at a memory cost of
+  O(iterations x B x P x T).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields, replace
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+Grad = Literal["envelope", "autodiff"]
+
+#: Approximate number of B x P x T tensors alive at once in `sinkhorn` (cost, log-kernel,
+#: kernel and its transpose, logsumexp temporaries, plan); sizes the all-pairs blocks.
+_WORKING_COPIES = 8
+#: Scalings beyond [_MIN_SCALING, 1 / _MIN_SCALING] are absorbed into the log-potentials.
+_MIN_SCALING = math.exp(-20.0)
+#: Iterations between convergence and health checks (each check synchronises, as in POT).
+_CHECK_EVERY = 10
+#: Converged problems leave the batch once they are 1 / _RETIRE_FRACTION of it: repacking
+#: copies the kernels, so it is not worth it for a few.
+_RETIRE_FRACTION = 8
+
+
+@dataclass(frozen=True)
+class SinkhornResult:
+    """Solutions of a batch of B entropic OT problems."""
+
+    distance: Tensor  # (B,) <P*, C>, the transport cost without the entropy term
+    objective: Tensor  # (B,) <P*, C> + reg * sum P* log P*, the entropic OT value
+    marginal_error: Tensor  # (B,) L1 violation of the row marginal (columns are exact)
+    n_iters: int  # iterations of the slowest problem
+    converged: bool  # every problem reached marginal_error <= tol within max_iter
+    plan: Tensor | None = None  # (B, P, T) when return_plan=True; zero on padding
+
+
+def cosine_cost(x: Tensor, y: Tensor) -> Tensor:
+    """Cost 1 - cos(x_i, y_j) between token sets x (..., P, D) and y (..., T, D) -> (..., P, T)."""
+    if x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"token feature sizes differ: {x.shape[-1]} vs {y.shape[-1]}")
+    return 1 - F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).transpose(-1, -2)
+
+
+def sinkhorn(
+    cost: Tensor,
+    reg: float,
+    *,
+    row_mask: Tensor | None = None,
+    col_mask: Tensor | None = None,
+    row_weights: Tensor | None = None,
+    col_weights: Tensor | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    grad: Grad = "envelope",
+    return_plan: bool = False,
+) -> SinkhornResult:
+    """Solve B entropic OT problems given their (B, P, T) costs.
+
+    Masks (B, P) / (B, T) are True on real tokens; padded tokens carry no mass. Weights
+    (same shapes, >= 0) are the marginals, renormalised over each problem's real tokens;
+    None means uniform. Iteration stops once the L1 error of the row marginal of every
+    problem is <= tol (after a column update the column marginals are exact), or after
+    max_iter iterations; `converged` says which happened.
+    """
+    if cost.dim() != 3:
+        raise ValueError(f"cost must be (B, P, T), got shape {tuple(cost.shape)}")
+    if reg <= 0 or tol <= 0 or max_iter < 1:
+        raise ValueError(f"need reg > 0, tol > 0, max_iter >= 1; got {reg}, {tol}, {max_iter}")
+    if grad not in ("envelope", "autodiff"):
+        raise ValueError(f"grad must be 'envelope' or 'autodiff', got {grad!r}")
+    batch, rows, cols = cost.shape
+    log_a = _log_marginal(row_weights, row_mask, (batch, rows), cost, "row")
+    log_b = _log_marginal(col_weights, col_mask, (batch, cols), cost, "col")
+    if grad == "envelope":
+        if any(w is not None and w.requires_grad for w in (row_weights, col_weights)):
+            raise ValueError("grad='envelope' treats token weights as constants; "
+                             "use grad='autodiff' to differentiate through them")
+        log_a, log_b = log_a.detach(), log_b.detach()
+    real = torch.isfinite(log_a)[:, :, None] & torch.isfinite(log_b)[:, None, :]
+    if not bool(real.all()):  # costs on padding never matter, even inf or NaN ones
+        cost = torch.where(real, cost, 0.0)
+
+    log_k = -cost / reg if grad == "autodiff" else -cost.detach() / reg
+    with torch.set_grad_enabled(grad == "autodiff" and torch.is_grad_enabled()):
+        u, v, n_iters, error = _iterate(log_k, log_a, log_b, tol, max_iter)
+        log_plan = log_k + u[:, :, None] + v[:, None, :]
+        plan = log_plan.exp()
+        # log_plan is -inf on padding, where plan is 0: keep 0 * log 0 = 0 without NaNs.
+        entropy_term = plan * torch.where(plan > 0, log_plan, 0.0)
+    distance = (plan * cost).sum((1, 2))
+    objective = distance + reg * entropy_term.sum((1, 2))
+    return SinkhornResult(distance, objective, error, n_iters, bool((error <= tol).all()),
+                          plan if return_plan else None)
+
+
+def pairwise_ot_distances(
+    x: Tensor,
+    y: Tensor,
+    reg: float,
+    *,
+    x_mask: Tensor | None = None,
+    y_mask: Tensor | None = None,
+    x_weights: Tensor | None = None,
+    y_weights: Tensor | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    grad: Grad = "envelope",
+    chunk_pairs: int | None = None,
+    memory_budget: int = 256 * 2**20,
+) -> Tensor:
+    """OT distances under the cosine cost between every set of x (N, P, D) and every set
+    of y (M, T, D) -> (N, M).
+
+    Masks (N, P) / (M, T) mark real tokens, weights give the marginals (see `sinkhorn`).
+    The N x M x P x T costs are never built at once: blocks of at most `chunk_pairs`
+    pairs (default: as many as fit in `memory_budget` bytes of solver working memory)
+    are solved one after the other. Each block iterates until all its problems meet
+    `tol`, so results agree with a single batch to within the tolerance.
+    """
+    return _blockwise(x, y, None, reg, x_mask, y_mask, x_weights, y_weights,
+                      tol, max_iter, grad, chunk_pairs, memory_budget)
+
+
+def candidate_ot_distances(
+    x: Tensor,
+    y: Tensor,
+    candidates: Tensor,
+    reg: float,
+    *,
+    x_mask: Tensor | None = None,
+    y_mask: Tensor | None = None,
+    x_weights: Tensor | None = None,
+    y_weights: Tensor | None = None,
+    tol: float = 1e-6,
+    max_iter: int = 1000,
+    grad: Grad = "envelope",
+    chunk_pairs: int | None = None,
+    memory_budget: int = 256 * 2**20,
+) -> Tensor:
+    """OT distances between each set x[n] and its own candidates y[candidates[n, j]]
+    -> (N, k), for re-ranking a top-k shortlist without solving all N x M pairs.
+
+    `candidates` is an (N, k) integer tensor of row indices into y; everything else is
+    as in `pairwise_ot_distances`.
+    """
+    return _blockwise(x, y, candidates, reg, x_mask, y_mask, x_weights, y_weights,
+                      tol, max_iter, grad, chunk_pairs, memory_budget)
+
+
+def _blockwise(x: Tensor, y: Tensor, candidates: Tensor | None, reg: float,
+               x_mask: Tensor | None, y_mask: Tensor | None,
+               x_weights: Tensor | None, y_weights: Tensor | None,
+               tol: float, max_iter: int, grad: Grad,
+               chunk_pairs: int | None, memory_budget: int) -> Tensor:
+    """Solve an N x K grid of pairs in blocks; column j of row n is y[j] when candidates
+    is None (all pairs, K = M), else y[candidates[n, j]]."""
+    _check_sets(x, y, x_mask, y_mask, x_weights, y_weights, candidates)
+    (n_x, p, _), (n_y, t, d) = x.shape, y.shape
+    width = n_y if candidates is None else candidates.shape[1]
+    if chunk_pairs is None:
+        gathered = 0 if candidates is None else t * d  # candidate tokens are copied per pair
+        chunk_pairs = memory_budget // (x.element_size() * (_WORKING_COPIES * p * t + gathered))
+    block_cols = max(1, min(width, chunk_pairs))
+    block_rows = max(1, chunk_pairs // block_cols)
+    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+
+    def rows_of(values: Tensor | None, i: slice, m: int) -> Tensor | None:
+        return None if values is None else values[i, None].expand(-1, m, -1).flatten(0, 1)
+
+    def cols_of(values: Tensor | None, index: Tensor) -> Tensor | None:
+        return None if values is None else values[index].flatten(0, 1)
+
+    rows_out = []
+    for i0 in range(0, n_x, block_rows):
+        i = slice(i0, i0 + block_rows)
+        n = x[i].shape[0]
+        blocks = []
+        for j0 in range(0, width, block_cols):
+            j1 = min(j0 + block_cols, width)
+            if candidates is None:
+                index = torch.arange(j0, j1, device=y.device).expand(n, -1)
+                similarity = torch.einsum("npd,mtd->nmpt", x[i], y[j0:j1])
+            else:
+                index = candidates[i, j0:j1]
+                similarity = torch.einsum("npd,nmtd->nmpt", x[i], y[index])
+            m = j1 - j0
+            result = sinkhorn((1 - similarity).flatten(0, 1), reg,
+                              row_mask=rows_of(x_mask, i, m), col_mask=cols_of(y_mask, index),
+                              row_weights=rows_of(x_weights, i, m),
+                              col_weights=cols_of(y_weights, index),
+                              tol=tol, max_iter=max_iter, grad=grad)
+            blocks.append(result.distance.view(n, m))
+        rows_out.append(torch.cat(blocks, 1))
+    return torch.cat(rows_out, 0)
+
+
+def _check_sets(x: Tensor, y: Tensor, x_mask: Tensor | None, y_mask: Tensor | None,
+                x_weights: Tensor | None, y_weights: Tensor | None,
+                candidates: Tensor | None) -> None:
+    """Name the argument whose shape is wrong before any block is solved."""
+    if x.dim() != 3 or y.dim() != 3 or x.shape[-1] != y.shape[-1]:
+        raise ValueError(f"x and y must be token sets (N, P, D) and (M, T, D) with one D, "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
+    for name, values, tokens in (("x_mask", x_mask, x), ("x_weights", x_weights, x),
+                                 ("y_mask", y_mask, y), ("y_weights", y_weights, y)):
+        if values is not None and values.shape != tokens.shape[:2]:
+            raise ValueError(f"{name} must have shape {tuple(tokens.shape[:2])}, "
+                             f"got {tuple(values.shape)}")
+    if candidates is None:
+        return
+    if candidates.dim() != 2 or len(candidates) != len(x) or candidates.is_floating_point():
+        raise ValueError(f"candidates must be an integer tensor (N={len(x)}, k), "
+                         f"got {candidates.dtype} {tuple(candidates.shape)}")
+    low, high = (int(candidates.min()), int(candidates.max())) if candidates.numel() else (0, 0)
+    if low < 0 or high >= len(y):
+        raise ValueError(f"candidates must index y's {len(y)} sets, got values in [{low}, {high}]")
+
+
+@dataclass
+class _Live:
+    """The problems of a batch still being iterated, and their solver state. Row-side
+    vectors are (n, 1, P) and column-side ones (n, 1, T): the shapes bmm takes and gives,
+    which keeps the inner loop free of reshapes (they cost as much as the products)."""
+
+    index: Tensor  # (n,) positions in the batch
+    a: Tensor  # marginals, 0 on padding
+    b: Tensor
+    u: Tensor  # log-potentials absorbed into the kernel, -inf on padding
+    v: Tensor
+    kernel: Tensor | None = None  # exp(log_k + u + v); 1 on padding, where scalings are 0
+    kernel_t: Tensor | None = None  # its transpose, contiguous so row products are fast bmm
+    alpha: Tensor | None = None  # row scaling: the plan is diag(alpha) kernel diag(beta)
+    checked: Tensor | None = None  # alpha at the last healthy check, to roll back to
+    checked_iters: int = 0
+
+    def select(self, keep: Tensor) -> _Live:
+        return _Live(**{f.name: value[keep] if isinstance(value, Tensor) else value
+                        for f in fields(self) if (value := getattr(self, f.name)) is not None})
+
+    def rebuild_kernel(self, log_k: Tensor, n_iters: int) -> None:
+        if len(self.index) < len(log_k):  # index is sorted, so equal length means all
+            log_k = log_k[self.index]
+        log_plan = log_k + self.u.mT + self.v
+        real = (self.a > 0).mT & (self.b > 0)
+        self.kernel = log_plan.exp() if bool(real.all()) else torch.where(real, log_plan.exp(), 1.0)
+        self.kernel_t = self.kernel.mT.contiguous()
+        self.alpha = self.checked = (self.a > 0).to(self.a.dtype)
+        self.checked_iters = n_iters
+
+
+def _iterate(log_k: Tensor, log_a: Tensor, log_b: Tensor, tol: float, max_iter: int
+             ) -> tuple[Tensor, Tensor, int, Tensor]:
+    """Log-stabilised Sinkhorn (Schmitzer 2019, "absorption"): returns log-potentials
+    u (B, P) and v (B, T) such that exp(log_k + u + v) is each problem's plan, the number
+    of iterations of the slowest problem, and each plan's row-marginal error.
+
+    A logsumexp step costs an exp per matrix entry; a batched matrix-vector product is
+    ten times cheaper. So we run the classic multiplicative updates on the kernel
+    exp(log_k + u + v), where (u, v) are log-potentials that keep it a recent plan (no
+    underflow where mass is); the iterates are those of log-domain Sinkhorn. The start
+    is one max-plus iteration, so that every row and column of the kernel has an entry
+    of its marginal's size. Every _CHECK_EVERY iterations: converged problems leave the
+    batch; scalings outside [_MIN_SCALING, 1 / _MIN_SCALING] are absorbed into (u, v)
+    and the kernel rebuilt; if kernel underflow made a scaling 0, inf or NaN, the
+    iterations since the last check are dropped and an exact log-domain iteration
+    restarts from there.
+    """
+    log_a, log_b = log_a[:, None, :], log_b[:, None, :]
+    u_out, v_out = torch.empty_like(log_a), torch.empty_like(log_b)
+    error_out = torch.empty(len(log_k), dtype=log_k.dtype, device=log_k.device)
+    u = log_a - (log_k + log_b).amax(2)[:, None, :]
+    v = log_b - (log_k + u.mT).amax(1, keepdim=True)
+    live = _Live(torch.arange(len(log_k), device=log_k.device), log_a.exp(), log_b.exp(), u, v)
+
+    def retire(done: Tensor, u: Tensor, v: Tensor, error: Tensor) -> bool:
+        index = live.index[done]
+        u_out[index], v_out[index], error_out[index] = u[done], v[done], error[done]
+        return bool(done.all())
+
+    def result() -> tuple[Tensor, Tensor, int, Tensor]:
+        return u_out[:, 0], v_out[:, 0], n_iters, error_out
+
+    n_iters = 0
+    while True:
+        live.rebuild_kernel(log_k, n_iters)
+        while True:
+            beta = live.b / torch.bmm(live.alpha, live.kernel)
+            row_sums = torch.bmm(beta, live.kernel_t)
+            alpha_next = live.a / row_sums
+            n_iters += 1
+            if n_iters % _CHECK_EVERY and n_iters < max_iter:
+                live.alpha = alpha_next
+                continue
+            with torch.no_grad():
+                low, high = _scaling_range((beta, live.b), (alpha_next, live.a))
+                error = (live.alpha * row_sums - live.a).abs().sum((1, 2))
+            if not 0 < low <= high < math.inf:  # kernel underflow, or NaN
+                live.u = _absorb(live.u, live.checked, live.a)
+                n_iters = live.checked_iters
+                break
+            done = (error <= tol) | (n_iters >= max_iter)
+            in_range = _MIN_SCALING < low and high < 1 / _MIN_SCALING
+            if in_range and int(done.sum()) * _RETIRE_FRACTION < len(done):
+                live.alpha = live.checked = alpha_next  # too few done to repack the batch
+                live.checked_iters = n_iters
+                continue
+            v = _absorb(live.v, beta, live.b)
+            if retire(done, _absorb(live.u, live.alpha, live.a), v, error):
+                return result()
+            if in_range:
+                live = replace(live, alpha=alpha_next, checked=alpha_next,
+                               checked_iters=n_iters).select(~done)
+            else:
+                live = replace(live, u=_absorb(live.u, alpha_next, live.a), v=v).select(~done)
+                live.rebuild_kernel(log_k, n_iters)
+        # Recovery: an exact log-domain iteration from the last healthy state.
+        v, u_next, error = _log_iteration(log_k[live.index], log_a[live.index],
+                                          log_b[live.index], live.u)
+        n_iters += 1
+        done = (error <= tol) | (n_iters >= max_iter)
+        if retire(done, live.u, v, error):
+            return result()
+        live = replace(live, u=u_next, v=v).select(~done)
+
+
+def _log_iteration(log_k: Tensor, log_a: Tensor, log_b: Tensor, u: Tensor
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """One exact iteration from row potentials u: new column potentials v, the next row
+    potentials, and the row-marginal error of the plan (u, v)."""
+    v = log_b - torch.logsumexp(log_k + u.mT, dim=1, keepdim=True)
+    log_row_sums = torch.logsumexp(log_k + v, dim=2)[:, None, :]  # of exp(log_k + v)
+    with torch.no_grad():
+        row_sums = torch.where(torch.isfinite(log_a), (u + log_row_sums).exp(), 0.0)
+        error = (row_sums - log_a.exp()).abs().sum((1, 2))
+    return v, log_a - log_row_sums, error
+
+
+def _scaling_range(*scalings: tuple[Tensor, Tensor]) -> tuple[float, float]:
+    """Smallest and largest of the (scaling, marginal) scalings on real tokens
+    (marginal > 0); NaN if any is NaN."""
+    values = torch.cat([torch.where(target > 0, s, 1.0).flatten() for s, target in scalings])
+    low, high = values.aminmax()
+    return low.item(), high.item()
+
+
+def _absorb(potential: Tensor, scaling: Tensor, target: Tensor) -> Tensor:
+    """Fold a scaling into a log-potential; padding (target 0) stays -inf."""
+    return potential + torch.where(target > 0, scaling, 1.0).log()
+
+
+def _log_marginal(weights: Tensor | None, mask: Tensor | None, shape: tuple[int, int],
+                  like: Tensor, side: str) -> Tensor:
+    """log of the weights renormalised over real tokens; -inf on padding."""
+    for name, t in ((f"{side}_mask", mask), (f"{side}_weights", weights)):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape} to match the cost, "
+                             f"got {tuple(t.shape)}")
+    real = torch.ones(shape, dtype=torch.bool, device=like.device) if mask is None else mask.bool()
+    if weights is None:
+        weights = real.to(like.dtype)
+    elif bool((weights < 0).any()):
+        raise ValueError(f"{side}_weights must be >= 0")
+    mass = torch.where(real, weights.to(like.dtype), torch.zeros((), dtype=like.dtype))
+    total = mass.sum(1, keepdim=True)
+    if bool((total <= 0).any()):
+        raise ValueError(f"every problem needs a real {side} token with positive weight "
+                         f"(check {side}_mask / {side}_weights)")
+    # The where() keeps log(0) = -inf off the autograd path of real tokens.
+    positive = mass > 0
+    safe = torch.where(positive, mass / total, torch.ones((), dtype=like.dtype))
+    return torch.where(positive, safe.log(), torch.full((), float("-inf"), dtype=like.dtype))
