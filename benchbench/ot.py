@@ -33,8 +33,9 @@ Gradients (`grad=`):
   distance / d C = P* drops the term <dP*/dC, C>, which vanishes as reg -> 0. Memory and
   time do not depend on the number of iterations. Token weights get no gradient.
 - "autodiff": backpropagate through every iteration: the exact gradient of the numbers
-  returned (including with respect to token weights), at a memory cost of
-  O(iterations x B x P x T).
+  returned (including with respect to token weights). The iterations share one kernel,
+  so the graph holds O(iterations x B x (P + T)) numbers plus a few B x P x T tensors
+  per kernel rebuild.
 """
 from __future__ import annotations
 
@@ -196,11 +197,13 @@ def _blockwise(x: Tensor, y: Tensor, candidates: Tensor | None, reg: float,
     (n_x, p, _), (n_y, t, d) = x.shape, y.shape
     width = n_y if candidates is None else candidates.shape[1]
     if chunk_pairs is None:
-        gathered = 0 if candidates is None else t * d  # candidate tokens are copied per pair
+        gathered = 0 if candidates is None else 2 * t * d  # candidate tokens, normalised copy
         chunk_pairs = memory_budget // (x.element_size() * (_WORKING_COPIES * p * t + gathered))
     block_cols = max(1, min(width, chunk_pairs))
     block_rows = max(1, chunk_pairs // block_cols)
-    x, y = F.normalize(x, dim=-1), F.normalize(y, dim=-1)
+    x = F.normalize(x, dim=-1)
+    if candidates is None:
+        y = F.normalize(y, dim=-1)  # a candidate pool may be large: normalise what is used
 
     def rows_of(values: Tensor | None, i: slice, m: int) -> Tensor | None:
         return None if values is None else values[i, None].expand(-1, m, -1).flatten(0, 1)
@@ -220,7 +223,7 @@ def _blockwise(x: Tensor, y: Tensor, candidates: Tensor | None, reg: float,
                 similarity = torch.einsum("npd,mtd->nmpt", x[i], y[j0:j1])
             else:
                 index = candidates[i, j0:j1]
-                similarity = torch.einsum("npd,nmtd->nmpt", x[i], y[index])
+                similarity = torch.einsum("npd,nmtd->nmpt", x[i], F.normalize(y[index], dim=-1))
             m = j1 - j0
             result = sinkhorn((1 - similarity).flatten(0, 1), reg,
                               row_mask=rows_of(x_mask, i, m), col_mask=cols_of(y_mask, index),
