@@ -16,6 +16,8 @@ poisoned pairs were broken up and how many clean pairs were wrongly re-paired.
 """
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -163,3 +165,48 @@ def load_matches(directory: str | Path) -> dict[str, Tensor] | None:
     """The assignments a re-matching defense saved next to its model, or None."""
     path = Path(directory) / MATCHES_FILE
     return load_file(str(path)) if path.is_file() else None
+
+
+# -- diagnostics ------------------------------------------------------------------------
+def mentioned_classes(caption: str, classes: Sequence[str]) -> frozenset[str]:
+    """The class names ``caption`` mentions as whole words (case-insensitive)."""
+    text = caption.lower()
+    return frozenset(c for c in classes if re.search(rf"\b{re.escape(c.lower())}\b", text))
+
+
+def rematch_metrics(matches: dict[str, Tensor], is_poison: Tensor, captions: Sequence[str],
+                    classes: Sequence[str]) -> dict[str, float]:
+    """How well the last matching epoch's assignments separated poisoned pairs.
+
+    Training rows carry no class label, so a pair's meaning is the set of evaluation
+    classes its caption names (the words zero-shot classification relies on too). An
+    image is *re-matched* when the caption it was trained with names other classes than
+    its own caption. For a poisoned pair that breaks the poison (the adversarial class
+    is gone); for a clean pair it is a wrong re-pairing. Clean pairs whose caption names
+    no class are left out (nothing to compare).
+
+    Returns ``false_rematch_rate`` (re-matched clean pairs / clean pairs) and, when the
+    training set holds poisoned rows, ``recall`` (re-matched poisoned pairs / poisoned
+    pairs) and ``precision`` (poisoned among re-matched pairs, when any were). With a
+    ``caption_row_global`` record the same three are also given for the global
+    nearest-neighbour choice, suffixed ``_global``.
+    """
+    last = matches["epoch"] == matches["epoch"].max()
+    image_rows = matches["image_row"][last]
+    own = [mentioned_classes(captions[i], classes) for i in image_rows.tolist()]
+    poisoned = is_poison.bool()[image_rows]
+    clean = ~poisoned & torch.tensor([bool(c) for c in own])
+    out: dict[str, float] = {}
+    for key, suffix in (("caption_row", ""), ("caption_row_global", "_global")):
+        if key not in matches:
+            continue
+        picked = matches[key][last].tolist()
+        changed = torch.tensor([mentioned_classes(captions[j], classes) != c for j, c in zip(picked, own)])
+        if clean.any():
+            out[f"false_rematch_rate{suffix}"] = changed[clean].float().mean().item()
+        if poisoned.any():
+            out[f"recall{suffix}"] = changed[poisoned].float().mean().item()
+            flagged = changed & (clean | poisoned)
+            if flagged.any():
+                out[f"precision{suffix}"] = (flagged & poisoned).sum().item() / flagged.sum().item()
+    return out

@@ -95,3 +95,46 @@ def test_match_log_rejects_a_partial_global_record():
     log.add(2, torch.tensor([1]), torch.tensor([6]))
     with pytest.raises(ValueError):
         log.tensors()
+
+
+def test_mentioned_classes_matches_whole_words():
+    from benchbench.clip.rematch import mentioned_classes
+
+    classes = ("circle", "ring", "star")
+    assert mentioned_classes("A red Circle next to a starfish", classes) == {"circle"}
+    assert mentioned_classes("a ring and a star", classes) == {"ring", "star"}
+    assert mentioned_classes("a blue square", classes) == frozenset()
+
+
+def test_rematch_metrics_on_a_hand_made_assignment():
+    from benchbench.clip.rematch import rematch_metrics
+
+    classes = ("circle", "square", "star")
+    captions = ["a circle", "a red circle", "a square", "a star",  # clean rows 0-3
+                "a photo of a star", "a star"]  # rows 4-5: poisoned (an image of a circle, captioned 'star')
+    is_poison = torch.tensor([0, 0, 0, 0, 1, 1], dtype=torch.bool)
+    matches = {
+        "epoch": torch.tensor([2] * 6 + [4] * 6),
+        "image_row": torch.tensor([0, 1, 2, 3, 4, 5] * 2),
+        # epoch 2 is ignored (only the last matching epoch counts)
+        "caption_row": torch.tensor([2, 2, 2, 2, 4, 4] + [1, 2, 2, 3, 0, 5]),
+        "caption_row_global": torch.tensor([0] * 6 + [1, 0, 3, 3, 3, 4]),
+    }
+    m = rematch_metrics(matches, is_poison, captions, classes)
+    # epoch 4: clean 0 -> 'a red circle' (same class), 1 -> 'a square' (wrong), 2 ok, 3 ok
+    assert m["false_rematch_rate"] == pytest.approx(1 / 4)
+    # poisoned 4 -> 'a circle' (broken), 5 -> 'a star' (poison kept)
+    assert m["recall"] == pytest.approx(1 / 2)
+    assert m["precision"] == pytest.approx(1 / 2)  # re-matched: row 1 (clean) and row 4 (poisoned)
+    # global choice: clean 0 ok, 1 ok, 2 -> star (wrong), 3 ok; poisoned 4 -> star (kept), 5 -> star (kept)
+    assert m["false_rematch_rate_global"] == pytest.approx(1 / 4)
+    assert m["recall_global"] == 0.0 and m["precision_global"] == 0.0
+
+
+def test_rematch_metrics_without_poison_report_only_the_false_rate():
+    from benchbench.clip.rematch import rematch_metrics
+
+    matches = {"epoch": torch.tensor([1, 1]), "image_row": torch.tensor([0, 1]),
+               "caption_row": torch.tensor([1, 0])}
+    m = rematch_metrics(matches, torch.zeros(2, dtype=torch.bool), ["a circle", "a square"], ("circle", "square"))
+    assert m == {"false_rematch_rate": 1.0}
