@@ -13,8 +13,8 @@ below 1e-38 at C / reg > 87) and classic Sinkhorn divides by zero. We keep the d
 potentials in the log domain and only ever exponentiate cost minus potentials, i.e. a
 current estimate of the plan, whose entries are small only where the plan is ("log-
 stabilised" Sinkhorn with absorption, Schmitzer 2019); see `_iterate` for why this and
-not logsumexp at every step (ten times faster, same iterates). It is exact for any
-reg > 0 and float32 is enough.
+not logsumexp at every step (ten times faster; in exact arithmetic the same iterates).
+It is exact for any reg > 0, and float32 is enough.
 
 Throughput: converged problems leave the batch, so a batch costs the sum of its
 problems' iterations, not its slowest problem's times B; `pairwise_ot_distances` and
@@ -29,9 +29,11 @@ P 1 = a and P^T 1 = b; `distance` is <P*, C> without the entropy term (what
 Gradients (`grad=`):
 - "envelope" (default): the iterations run without autograd and the plan is a constant.
   d objective / d C = P* is then exact at convergence (envelope theorem: the plan is
-  optimal, so its own change does not move the objective to first order), and d
-  distance / d C = P* drops the term <dP*/dC, C>, which vanishes as reg -> 0. Memory and
-  time do not depend on the number of iterations. Token weights get no gradient.
+  optimal, so its own change does not move the objective to first order). For
+  `distance` = objective - reg * sum P* log P*, the same P* drops the change of the
+  plan's entropy term (small when reg is; differentiate `objective`, or use "autodiff",
+  when it matters). Memory and time do not depend on the number of iterations. Token
+  weights get no gradient.
 - "autodiff": backpropagate through every iteration: the exact gradient of the numbers
   returned (including with respect to token weights). The iterations share one kernel,
   so the graph holds O(iterations x B x (P + T)) numbers plus a few B x P x T tensors
@@ -297,19 +299,19 @@ def _iterate(log_k: Tensor, log_a: Tensor, log_b: Tensor, tol: float, max_iter: 
 
     A logsumexp step costs an exp per matrix entry; a batched matrix-vector product is
     ten times cheaper. So we run the classic multiplicative updates on the kernel
-    exp(log_k + u + v), where (u, v) are log-potentials that keep it a recent plan (no
-    underflow where mass is); the iterates are those of log-domain Sinkhorn. The start
-    is one max-plus iteration, so that every row and column of the kernel has an entry
-    of its marginal's size. Every _CHECK_EVERY iterations: converged problems leave the
-    batch; scalings outside [_MIN_SCALING, 1 / _MIN_SCALING] are absorbed into (u, v)
-    and the kernel rebuilt; if kernel underflow made a scaling 0, inf or NaN, the
-    iterations since the last check are dropped and an exact log-domain iteration
-    restarts from there.
+    exp(log_k + u + v), where the log-potentials (u, v) keep it a recent plan (no
+    underflow where mass is). The iterates are those of log-domain Sinkhorn from u = 0,
+    as in POT; the initial v only shifts each kernel column to a maximum of its marginal.
+    Every _CHECK_EVERY iterations: converged problems leave the batch; scalings outside
+    [_MIN_SCALING, 1 / _MIN_SCALING] are absorbed into (u, v) and the kernel rebuilt; if
+    kernel underflow made a scaling 0, inf or NaN (say, a row of costs far above the
+    others at a small reg), the iterations since the last check are dropped and an exact
+    log-domain iteration restarts from there.
     """
     log_a, log_b = log_a[:, None, :], log_b[:, None, :]
     u_out, v_out = torch.empty_like(log_a), torch.empty_like(log_b)
     error_out = torch.empty(len(log_k), dtype=log_k.dtype, device=log_k.device)
-    u = log_a - (log_k + log_b).amax(2)[:, None, :]
+    u = torch.where(torch.isfinite(log_a), 0.0, log_a)
     v = log_b - (log_k + u.mT).amax(1, keepdim=True)
     live = _Live(torch.arange(len(log_k), device=log_k.device), log_a.exp(), log_b.exp(), u, v)
 
