@@ -184,6 +184,23 @@ def test_envelope_gradient_of_objective_wrt_features():
     assert torch.autograd.gradcheck(objective, (x, y))
 
 
+@pytest.mark.parametrize(("grad", "output"), [("autodiff", "distance"), ("envelope", "objective")])
+def test_gradients_with_padding_are_exact_and_zero_on_padding(grad, output):
+    x = tokens(2, 5, 3, seed=37).requires_grad_()
+    y = tokens(2, 4, 3, seed=38).requires_grad_()
+    row_mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], dtype=torch.bool)
+    col_mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+
+    def value(x, y):
+        result = sinkhorn(cosine_cost(x, y), 0.1, row_mask=row_mask, col_mask=col_mask,
+                          grad=grad, **TIGHT)
+        return getattr(result, output)
+
+    assert torch.autograd.gradcheck(value, (x, y))
+    grad_x, grad_y = torch.autograd.grad(value(x, y).sum(), (x, y))
+    assert (grad_x[~row_mask] == 0).all() and (grad_y[~col_mask] == 0).all()
+
+
 def test_envelope_gradient_wrt_cost_is_the_plan():
     cost = cosine_cost(tokens(3, 5, 4, seed=30), tokens(3, 4, 4, seed=31)).requires_grad_()
     result = sinkhorn(cost, 0.05, return_plan=True, **TIGHT)
