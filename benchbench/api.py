@@ -45,12 +45,20 @@ BUILTIN = PluginInfo("builtin", "benchbench", "0")
 
 @dataclass(frozen=True)
 class Metric:
-    """A metric definition that travels with every result."""
+    """A metric definition that travels with every result.
+
+    ``role`` tells the leaderboard what the metric stands for, so its Pareto plots need
+    no track names: ``"utility"`` is task performance (zero-shot accuracy, mAP): its
+    clean column (attack ``none``) is the model's clean utility and its attacked
+    columns what is left of it under attack; ``"robustness"`` measures only the attack
+    (attack success rate); ``None`` is neither (diagnostics).
+    """
 
     name: str
     higher_is_better: bool
     description: str
     formula_version: str = "1"
+    role: Literal["utility", "robustness"] | None = None
 
 
 class Component:

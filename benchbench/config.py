@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchbench.cells import CellSpec, ComponentRef, stable_hash
 from benchbench.errors import ConfigError
@@ -19,6 +19,15 @@ from benchbench.registry import Registry
 
 PRESETS = ("smoke", "default", "paper")
 RefLike = Union[str, dict[str, Any]]
+
+
+class Resources(BaseModel):
+    """What one cell reserves on a Ray cluster (ignored by the local executor)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(1, ge=0)
+    num_gpus: float = Field(0, ge=0)
 
 
 class GridConfig(BaseModel):
@@ -32,6 +41,7 @@ class GridConfig(BaseModel):
     defenses: list[RefLike]
     evaluators: list[RefLike]
     seeds: int | list[int] = 1
+    resources: Resources = Resources()
 
     @field_validator("attacks", "defenses", "evaluators")
     @classmethod

@@ -35,7 +35,8 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
     cells = expand(config, registry, preset=preset, seeds=seeds)
     keyed = [(cell.resolve(registry).key(), cell) for cell in cells]
     summary = GridSummary(total=len(keyed))
-    env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), progress=progress)
+    env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), progress=progress,
+                      resources=config.resources.model_dump())
     executor = executor or LocalExecutor()
     by_key = dict(keyed)
     with Store(store_path) as store:

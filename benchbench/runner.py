@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from benchbench.cells import CellSpec
@@ -27,6 +27,7 @@ class Environment:
     plugins: tuple[str, ...] = ()
     device: str = "cpu"
     progress: bool = True
+    resources: dict[str, float] = field(default_factory=dict)  # per cell, e.g. {"num_gpus": 1} (Ray)
 
 
 @functools.lru_cache(maxsize=4)
@@ -53,7 +54,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         }
         result["components"]["evaluators"] = [
             {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
-             "plugin_version": e.plugin.version} for e in resolved.evaluators
+             "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics}}
+            for e in resolved.evaluators
         ]
         result["dataset"] = resolved.task.dataset_name()
         result["model"] = resolved.task.model_name()

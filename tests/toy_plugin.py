@@ -109,12 +109,33 @@ class Boom(Defense):
         raise RuntimeError("boom inside the defense")
 
 
+class Crash(Defense):
+    """Stands in for a segfault or an OOM kill: the executor must survive it."""
+
+    name = "crash"
+    track = "toy"
+    description = "kills its own worker process"
+
+    class Params(Params):
+        marker: str = Field("", description="if set, only the first cell to create this file dies; "
+                                            "later cells and retries fit the plain mean")
+
+    def fit(self, xs):
+        if not self.params.marker:
+            os._exit(1)
+        try:
+            os.close(os.open(self.params.marker, os.O_CREAT | os.O_EXCL))  # atomic: one winner
+        except FileExistsError:
+            return sum(xs) / len(xs)
+        os._exit(1)
+
+
 class Error(Evaluator):
     name = "error"
     track = "toy"
     description = "distance of the mean from 0"
-    metrics = (Metric("abs_error", higher_is_better=False, description="|mean|"),
-               Metric("score", higher_is_better=True, description="-|mean| + seed noise"))
+    metrics = (Metric("abs_error", higher_is_better=False, description="|mean|", role="robustness"),
+               Metric("score", higher_is_better=True, description="-|mean| + seed noise", role="utility"))
 
     def evaluate(self, mean, seed):
         return {"abs_error": abs(mean), "score": -abs(mean) + 0.01 * seed}
@@ -132,7 +153,7 @@ def benchbench_attacks():
 
 @benchbench.hookimpl
 def benchbench_defenses():
-    return [NoDefense, ClipDefense, Boom]
+    return [NoDefense, ClipDefense, Boom, Crash]
 
 
 @benchbench.hookimpl

@@ -1,0 +1,88 @@
+"""Ray execution: the same cells as the local executor, spread over a Ray cluster.
+
+Ray does all the distribution; this module only translates. Each cell is one Ray task
+running ``benchbench.runner.run_cell`` (which rebuilds the registry from ``env.plugins``
+in the worker and shares stages through ``env.cache_root``, a directory every node must
+see: a local disk for one machine, an NFS/shared mount for a cluster). ``ray.wait``
+streams results back as they finish, so the driver commits every cell the moment it
+returns and a killed driver loses nothing that finished.
+
+Failure isolation has two layers. An exception inside a cell is caught by ``run_cell``
+and comes back as an ordinary ``failed`` result. A worker process that dies (segfault,
+OOM kill, ``os._exit``) is retried by Ray ``max_retries`` times and, if it keeps dying,
+becomes a ``failed`` result here instead of an exception in the driver.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from typing import Any, Iterator
+
+from benchbench.errors import ConfigError
+from benchbench.registry import Registry
+from benchbench.runner import Environment, run_cell
+
+
+class RayExecutor:
+    """Run cells as Ray tasks.
+
+    ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
+    ``None`` connects to ``RAY_ADDRESS`` if set, else starts a local Ray instance. If Ray
+    is already initialised in this process (tests, notebooks) that connection is used.
+    Each cell asks for ``env.resources`` (the grid config's ``resources:``, e.g.
+    ``{num_cpus: 1, num_gpus: 1}``); with ``num_gpus > 0`` cells run on ``cuda``, which
+    Ray has pointed at the GPU it reserved for the task.
+    """
+
+    def __init__(self, address: str | None = None, max_retries: int = 1):
+        self.address = address
+        self.max_retries = max_retries
+
+    def map(self, items: list[tuple[str, dict[str, Any]]], env: Environment,
+            registry: Registry | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+        try:
+            import ray
+        except ImportError:
+            raise ConfigError("--executor ray needs Ray: pip install 'benchbench[ray]'") from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            ray.init(address=self.address, include_dashboard=False)
+        env = _worker_environment(env)
+        remote = ray.remote(run_cell).options(max_retries=self.max_retries,
+                                              num_cpus=env.resources.get("num_cpus", 1),
+                                              num_gpus=env.resources.get("num_gpus", 0))
+        env_ref = ray.put(env)
+        keys = {remote.remote(spec, env_ref): key for key, spec in items}
+        pending = list(keys)
+        try:
+            while pending:
+                (ref,), pending = ray.wait(pending, num_returns=1)
+                yield keys[ref], _result(ray, ref)
+        finally:  # driver interrupted: don't leave queued cells running on the cluster
+            for ref in pending:
+                ray.cancel(ref)
+            if started_here:
+                ray.shutdown()
+
+
+def _worker_environment(env: Environment) -> Environment:
+    """The driver's environment as a worker elsewhere must see it.
+
+    Paths become absolute (a worker's working directory is not the driver's), per-cell
+    progress bars are off (they would interleave in the driver's log), and a cell that
+    reserved a GPU runs on it.
+    """
+    plugins = tuple(os.path.abspath(p) if os.path.exists(p) else p for p in env.plugins)
+    device = "cuda" if env.resources.get("num_gpus", 0) > 0 and env.device == "cpu" else env.device
+    return replace(env, cache_root=os.path.abspath(env.cache_root), plugins=plugins,
+                   progress=False, device=device)
+
+
+def _result(ray: Any, ref: Any) -> dict[str, Any]:
+    """The cell's result, or a ``failed`` result if its worker died on every attempt."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as exc:
+        return {"status": "failed", "metrics": {}, "components": {}, "stages": {},
+                "error": f"{type(exc).__name__}: {str(exc).splitlines()[0]}"[:500],
+                "traceback": str(exc), "wall_seconds": None}
