@@ -117,17 +117,18 @@ def sinkhorn(
             raise ValueError("grad='envelope' treats token weights as constants; "
                              "use grad='autodiff' to differentiate through them")
         log_a, log_b = log_a.detach(), log_b.detach()
-    real = torch.isfinite(log_a)[:, :, None] & torch.isfinite(log_b)[:, None, :]
-    if not bool(real.all()):  # costs on padding never matter, even inf or NaN ones
+    padded = not (bool(torch.isfinite(log_a).all()) and bool(torch.isfinite(log_b).all()))
+    if padded:  # costs on padding never matter, even inf or NaN ones
+        real = torch.isfinite(log_a)[:, :, None] & torch.isfinite(log_b)[:, None, :]
         cost = torch.where(real, cost, 0.0)
 
-    log_k = -cost / reg if grad == "autodiff" else -cost.detach() / reg
+    log_k = cost * (-1 / reg) if grad == "autodiff" else cost.detach() * (-1 / reg)
     with torch.set_grad_enabled(grad == "autodiff" and torch.is_grad_enabled()):
         u, v, n_iters, error = _iterate(log_k, log_a, log_b, tol, max_iter)
         log_plan = log_k + u[:, :, None] + v[:, None, :]
         plan = log_plan.exp()
         # log_plan is -inf on padding, where plan is 0: keep 0 * log 0 = 0 without NaNs.
-        entropy_term = plan * torch.where(plan > 0, log_plan, 0.0)
+        entropy_term = plan * (torch.where(real, log_plan, 0.0) if padded else log_plan)
     distance = (plan * cost).sum((1, 2))
     objective = distance + reg * entropy_term.sum((1, 2))
     return SinkhornResult(distance, objective, error, n_iters, bool((error <= tol).all()),
