@@ -157,7 +157,8 @@ def pairwise_ot_distances(
     The N x M x P x T costs are never built at once: blocks of at most `chunk_pairs`
     pairs (default: as many as fit in `memory_budget` bytes of solver working memory)
     are solved one after the other. Each block iterates until all its problems meet
-    `tol`, so results agree with a single batch to within the tolerance.
+    `tol`, so results agree with a single batch to within the tolerance. Gradients flow
+    to x and y as set by `grad` (see the module docstring).
     """
     return _blockwise(x, y, None, reg, x_mask, y_mask, x_weights, y_weights,
                       tol, max_iter, grad, chunk_pairs, memory_budget)
@@ -205,8 +206,8 @@ def _blockwise(x: Tensor, y: Tensor, candidates: Tensor | None, reg: float,
     block_cols = max(1, min(width, chunk_pairs))
     block_rows = max(1, chunk_pairs // block_cols)
     x = F.normalize(x, dim=-1)
-    if candidates is None:
-        y = F.normalize(y, dim=-1)  # a candidate pool may be large: normalise what is used
+    if candidates is None:  # else only the gathered candidates are (a pool can be large)
+        y = F.normalize(y, dim=-1)
 
     def rows_of(values: Tensor | None, i: slice, m: int) -> Tensor | None:
         return None if values is None else values[i, None].expand(-1, m, -1).flatten(0, 1)
