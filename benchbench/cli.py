@@ -1,4 +1,4 @@
-"""The `benchbench` command: plugins, grid, leaderboard, validate.
+"""The `benchbench` command: plugins, grid, leaderboard, validate, merge.
 
 User-fixable errors (``BenchbenchError``) print as one line and exit 2; a grid with a
 failed cell exits 1 after storing every other cell.
@@ -93,25 +93,46 @@ def grid(
         raise typer.Exit(1)
 
 
+def _writers(plugins: list[str] | None) -> dict:
+    """Every leaderboard writer: built-in formats and plugins' ones, by format name."""
+    from benchbench.registry import load_registry
+
+    writers: dict = {}
+    for extra in load_registry(plugins or ()).pm.hook.benchbench_leaderboard_writers():
+        writers.update(extra or {})
+    return writers
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchbenchError(f"{path}: cannot read JSON ({exc})") from None
+
+
 @app.command()
 def leaderboard(
     store: Annotated[Path, typer.Option(help="SQLite results")] = Path("runs/default/results.sqlite"),
     out: Annotated[Path, typer.Option(help="Output directory (one folder per track)")] = Path("leaderboards"),
     plugin: PluginOpt = None,
 ) -> None:
-    """Write leaderboard tables (md, csv, json, + plugin writers) for every track in STORE."""
+    """Write leaderboards (md, csv, json, html + plots, plugin writers) for every track in STORE.
+
+    Submitted entries merged into an existing board under OUT are kept."""
     from benchbench.leaderboard import build_boards, markdown, write_boards
-    from benchbench.registry import load_registry
+    from benchbench.merge import carry_submissions
 
     try:
         if not store.is_file():
             raise BenchbenchError(f"no results store at {store}; run `benchbench grid CONFIG` first or pass --store")
-        reg = load_registry(plugin or ())
-        writers = {}
-        for extra in reg.pm.hook.benchbench_leaderboard_writers():
-            writers.update(extra or {})
         boards = build_boards(store)
-        paths = write_boards(boards, out, writers)
+        for i, board in enumerate(boards):
+            previous = out / board.track / "leaderboard.json"
+            if previous.is_file():
+                boards[i], notes = carry_submissions(board, _read_json(previous))
+                for note in notes:
+                    err.print(f"[yellow]{previous}:[/yellow] {note}", highlight=False, soft_wrap=True)
+        paths = write_boards(boards, out, _writers(plugin))
     except BenchbenchError as exc:
         _fail(exc)
     for board in boards:
@@ -120,20 +141,56 @@ def leaderboard(
 
 
 @app.command()
-def validate(file: Annotated[Path, typer.Argument(help="A leaderboard.json")]) -> None:
+def validate(
+    file: Annotated[Path, typer.Argument(help="A leaderboard.json")],
+    against: Annotated[Optional[Path], typer.Option(
+        help="A reference leaderboard.json: also reject entries whose track, protocol, data set "
+             "or metric definitions differ from it")] = None,
+) -> None:
     """Check a leaderboard JSON against the published schema; one line per problem."""
     from benchbench.leaderboard import validate_board
 
     try:
-        data = json.loads(file.read_text())
-    except (OSError, ValueError) as exc:
-        _fail(BenchbenchError(f"{file}: cannot read JSON ({exc})"))
-    problems = validate_board(data)
+        data = _read_json(file)
+        reference = _read_json(against) if against else None
+    except BenchbenchError as exc:
+        _fail(exc)
+    problems = validate_board(data, against=reference)
     for p in problems:
         err.print(f"{file}: {p}", highlight=False, soft_wrap=True)
     if problems:
         raise typer.Exit(1)
-    console.print(f"{file}: valid ({len(data['entries'])} entries, protocol {data['protocol']})")
+    versus = f", consistent with {against}" if against else ""
+    console.print(f"{file}: valid ({len(data['entries'])} entries, protocol {data['protocol']}{versus})")
+
+
+@app.command()
+def merge(
+    submission: Annotated[Path, typer.Argument(help="A leaderboard.json from someone else's run")],
+    into: Annotated[Path, typer.Option(help="The board to add it to: leaderboards/<track>/leaderboard.json")],
+    plugin: PluginOpt = None,
+) -> None:
+    """Add a submitted board's entries without re-running them, then rewrite the board's views.
+
+    Refuses (one line per problem) unless the submission validates against the board."""
+    from benchbench.leaderboard import Board, write_board
+    from benchbench.merge import check_submission, merge_submission
+
+    try:
+        if into.name != "leaderboard.json":
+            raise BenchbenchError(f"--into {into}: expected a board's leaderboard.json "
+                                  f"(its views are rewritten next to it)")
+        board, sub = _read_json(into), _read_json(submission)
+        problems = check_submission(board, sub)
+        for p in problems:
+            err.print(f"{submission}: {p}", highlight=False, soft_wrap=True)
+        if problems:
+            raise typer.Exit(1)
+        paths = write_board(Board.from_json(merge_submission(board, sub)), into.parent, _writers(plugin))
+    except BenchbenchError as exc:
+        _fail(exc)
+    console.print(f"merged {len(sub['entries'])} submitted entries from {submission} into {into}; "
+                  f"wrote " + ", ".join(str(p) for p in paths))
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@ import copy
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from benchbench.grid import run_grid
-from benchbench.leaderboard import build_boards, markdown, validate_board, write_boards
+from benchbench.leaderboard import Board, build_boards, markdown, metric_tables, validate_board, write_boards
+from benchbench.plots import pareto_plots, pareto_points, write_plots
+from benchbench.stats import bootstrap_ci
 
 
 @pytest.fixture
@@ -16,46 +19,163 @@ def board_dir(toy_registry, toy_config, tmp_path):
     return tmp_path / "lb" / "toy", boards
 
 
-def test_long_table_aggregates_seeds_with_direction(board_dir):
+@pytest.fixture
+def published(board_dir):
+    out, _ = board_dir
+    return json.loads((out / "leaderboard.json").read_text())
+
+
+def test_long_table_aggregates_seeds_with_direction_role_and_interval(board_dir):
     _, (board,) = board_dir
     e = board.entries
     assert len(e) == 2 * 2 * 2  # defenses x attacks x metrics
     row = e[(e.defense == "none") & (e.attack == "none") & (e.metric == "score")].iloc[0]
     # score = -|mean| + 0.01 * seed, seeds 0 and 1 over the same clean data
     assert row.n_seeds == 2 and row.seeds == [0, 1] and row.direction == "higher"
+    assert row.seed_values == pytest.approx([row.value - 0.005, row.value + 0.005])
     assert row["std"] == pytest.approx(math.sqrt(0.01 ** 2 / 2))
+    assert (row.ci_low, row.ci_high) == pytest.approx(tuple(row.seed_values))  # 2 seeds: [min, max]
+    assert (row.role, row.source) == ("utility", "measured")
     assert row.provenance["defense"].startswith("none@1 (local 0.3)")
 
 
-def test_markdown_marks_best_per_column_by_direction(board_dir):
-    _, (board,) = board_dir
+def test_bootstrap_interval():
+    assert bootstrap_ci([0.5]) is None
+    low, high = bootstrap_ci([0.50, 0.52, 0.49, 0.51, 0.55])
+    assert 0.49 <= low < 0.514 < high <= 0.55
+    assert bootstrap_ci([0.50, 0.52, 0.49, 0.51, 0.55]) == (low, high)  # seeded: reproducible
+    assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
+
+
+def _board(values: dict[tuple[str, str], list[float]], direction: str = "higher") -> Board:
+    """A hand-made board: (defense, attack) -> per-seed values of one metric."""
+    rows = []
+    for (defense, attack), vals in values.items():
+        ci = bootstrap_ci(vals)
+        rows.append({"track": "t", "dataset": "d", "model": "m", "defense": defense, "attack": attack,
+                     "evaluator": "ev", "metric": "acc", "value": sum(vals) / len(vals),
+                     "std": pd.Series(vals).std() if len(vals) > 1 else 0.0,
+                     "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+                     "n_seeds": len(vals), "direction": direction, "role": "utility", "source": "measured"})
+    return Board("t", "task@1#00", pd.DataFrame(rows))
+
+
+def _bold(md: str, defense: str) -> list[bool]:
+    line = next(l for l in md.splitlines() if l.startswith(f"| {defense} |"))
+    return [c.strip().startswith("**") for c in line.split("|")[2:-1]]
+
+
+def test_best_is_marked_only_outside_the_runner_ups_interval():
+    board = _board({("none", "none"): [0.80, 0.82, 0.81], ("a", "none"): [0.90, 0.91, 0.92],  # clear lead
+                    ("none", "x"): [0.50, 0.60, 0.70], ("a", "x"): [0.62, 0.66, 0.64]})  # inside [0.5, 0.7]
     md = markdown(board)
-    section = md.split("## error / abs_error (lower is better)")[1].split("##")[0]
-    e = board.entries
-    sub = e[(e.metric == "abs_error") & (e.attack == "shift")]
-    best = sub.loc[sub.value.idxmin()]
-    assert f"| {best.defense} |" in section
-    best_line = next(l for l in section.splitlines() if l.startswith(f"| {best.defense} |"))
-    assert best_line.split("|")[3].strip().startswith("**")  # the shift column
+    assert _bold(md, "a") == [True, False] and _bold(md, "none") == [False, False]
+    lower = markdown(_board({("none", "none"): [0.80, 0.82, 0.81], ("a", "none"): [0.90, 0.91, 0.92]},
+                            direction="lower"))
+    assert _bold(lower, "none") == [True]
+    one_seed = markdown(_board({("none", "none"): [0.8], ("a", "none"): [0.9]}))
+    assert "**" not in one_seed  # no interval, no claim
 
 
-def test_written_json_validates_and_validation_catches_problems(board_dir):
+def test_metric_tables_put_the_clean_references_first(board_dir):
+    _, (board,) = board_dir
+    t = metric_tables(board)[0]
+    assert t.defenses == ["none", "clamp"] and t.attacks == ["none", "shift"]
+    assert len(t.cells) == 4
+
+
+def test_variants_of_one_component_get_rows_of_their_own(toy_registry, tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("track: toy\nattacks: [shift]\nevaluators: [error]\n"
+                      "defenses: [none, clamp, {name: clamp, params: {bound: 3}}]\n")
+    run_grid(config, tmp_path / "r.sqlite", tmp_path / "cache", registry=toy_registry, progress=False)
+    (board,) = build_boards(tmp_path / "r.sqlite")
+    assert sorted(set(board.entries.defense)) == ["clamp(bound=1.0)", "clamp(bound=3.0)", "none"]
+    assert set(board.entries.n_seeds) == {1}
+
+
+def test_written_json_validates_and_validation_catches_problems(board_dir, published):
     out, _ = board_dir
-    data = json.loads((out / "leaderboard.json").read_text())
+    data = published
     assert validate_board(data) == []
     assert (out / "leaderboard.csv").read_text().startswith("track,dataset,model,defense,attack")
 
-    bad = copy.deepcopy(data)
-    bad["entries"][0]["value"] = float("nan")
-    assert any("not a finite number" in p for p in validate_board(bad))
-    bad = copy.deepcopy(data)
-    bad["entries"][0]["direction"] = "sideways"
-    assert any("direction" in p for p in validate_board(bad))
-    bad = copy.deepcopy(data)
-    bad["entries"].append(bad["entries"][0])
-    assert any("duplicate entry" in p for p in validate_board(bad))
-    bad = copy.deepcopy(data)
-    bad["entries"][1]["protocol_version"] = "toy-task@9#deadbeef"
-    assert any("differs from the board's" in p for p in validate_board(bad))
-    del bad["track"]
-    assert validate_board(bad) == ["<root>: 'track' is a required property"]
+    def problems(edit):
+        bad = copy.deepcopy(data)
+        edit(bad)
+        return validate_board(bad)
+
+    assert any("not a finite number" in p for p in problems(lambda d: d["entries"][0].update(value=float("nan"))))
+    assert any("direction" in p for p in problems(lambda d: d["entries"][0].update(direction="sideways")))
+    assert any("duplicate entry" in p for p in problems(lambda d: d["entries"].append(d["entries"][0])))
+    assert any("differs from the board's" in p
+               for p in problems(lambda d: d["entries"][1].update(protocol_version="toy-task@9#deadbeef")))
+    assert problems(lambda d: d.pop("track")) == ["<root>: 'track' is a required property"]
+    assert problems(lambda d: d.update(schema_version=1)) == ["schema_version: 2 was expected"]
+    # numbers must agree with the per-seed values they summarise
+    assert problems(lambda d: d["entries"][0].update(value=0.123)) == [
+        f"entries/0/value: 0.123 is not the mean of seed_values ({sum(data['entries'][0]['seed_values']) / 2})"]
+    assert any("seed_values disagree" in p for p in problems(lambda d: d["entries"][0]["seed_values"].append(1.0)))
+    assert any("bad 95% interval" in p for p in problems(lambda d: d["entries"][0].update(ci_low=9.0)))
+
+    def flip_all(d):
+        for e in d["entries"]:
+            if e["metric"] == "score" and e["defense"] == "clamp":
+                e["direction"] = "lower"
+    assert any("error/score: entries disagree on the direction" in p for p in problems(flip_all))
+
+
+def test_validation_against_a_reference_board(published):
+    assert validate_board(published, against=published) == []
+
+    def against(edit):
+        sub = copy.deepcopy(published)
+        edit(sub)
+        return validate_board(sub, against=published)
+
+    def protocol(d):
+        d["protocol"] = "toy-task@1#0badc0de"
+        for e in d["entries"]:
+            e["protocol_version"] = d["protocol"]
+    assert against(protocol) == ["protocol toy-task@1#0badc0de differs from the reference's "
+                                 f"{published['protocol']} (different task version or task params: "
+                                 f"the numbers are not comparable)"]
+
+    def dataset(d):
+        for e in d["entries"]:
+            e["dataset"] = "toy999"
+    assert against(dataset) == ["data set 'toy999' is not the reference's (toy50)"]
+
+    def direction(d):
+        for e in d["entries"]:
+            if e["metric"] == "abs_error":
+                e["direction"] = "higher"
+    assert against(direction) == ["error/abs_error: direction 'higher' differs from the reference's 'lower'"]
+    broken = copy.deepcopy(published)
+    broken["entries"][0]["std"] = -1
+    assert validate_board(published, against=broken)[0].startswith("reference board: entries/0/std")
+
+
+def test_pareto_plots_follow_metric_roles(board_dir, tmp_path):
+    _, (board,) = board_dir
+    (plot,) = pareto_plots(board)  # toy: score is utility, abs_error robustness
+    assert (plot.utility, plot.robustness) == (("error", "score"), ("error", "abs_error"))
+    points = pareto_points(board, plot).set_index("defense")
+    e = board.entries
+    clean = e[(e.attack == "none") & (e.metric == "score")].set_index("defense").value
+    assert points.utility.to_dict() == pytest.approx(clean.to_dict())
+    # clamp resists the shift attack (lower abs_error) at equal clean utility: it dominates none
+    assert points.front.to_dict() == {"clamp": True, "none": False}
+    paths = write_plots(board, tmp_path)
+    assert sorted(p.name for p in paths) == [f"{plot.stem}.png", f"{plot.stem}.svg"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+    first = paths[0].read_bytes()
+    write_plots(board, tmp_path)
+    assert paths[0].read_bytes() == first  # reproducible SVG: diffable in git
+
+    # no robustness-only metric (ReID: mAP under attack is the robustness): each utility
+    # metric is plotted against itself under attack
+    reid_like = Board(board.track, board.protocol, e.assign(role="utility"))
+    assert [(p.utility, p.robustness) for p in pareto_plots(reid_like)] == [
+        (("error", "abs_error"), ("error", "abs_error")), (("error", "score"), ("error", "score"))]
+    assert pareto_plots(Board(board.track, board.protocol, e.assign(role=None))) == []

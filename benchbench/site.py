@@ -1,0 +1,191 @@
+"""A static ``index.html`` per track: opens from disk, no server, no external files.
+
+It shows, from the board alone: one heat map per metric (defense rows x attack
+columns, coloured from worst to best by the metric's direction, clear leads in bold),
+the Pareto plots of ``benchbench.plots``, and every entry with its per-seed values and
+provenance. Every table sorts on a header click (a few lines of inline JavaScript).
+
+Plugin names and params are data from strangers: every string goes through
+``html.escape`` and nothing is interpolated into the script.
+"""
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+
+from benchbench.hookspecs import hookimpl
+from benchbench.leaderboard import Board, MetricTable, describe, fmt_value, metric_tables
+from benchbench.plots import pareto_plots, write_plots
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child, td.text { text-align: left; }
+th { background: #f3f3f3; cursor: pointer; user-select: none; }
+th[aria-sort=ascending]::after { content: " ▲"; }
+th[aria-sort=descending]::after { content: " ▼"; }
+td.best { font-weight: bold; outline: 2px solid #222; }
+figure { display: inline-block; margin: 0 1em 1em 0; }
+figure img { max-width: 36em; }
+.small { font-size: 12px; color: #555; }
+"""
+
+# Sort a table's body rows by the clicked column: numbers by data-value, the rest as text.
+SCRIPT = """
+function sortTable(th) {
+  const table = th.closest("table"), col = th.cellIndex;
+  const ascending = th.getAttribute("aria-sort") !== "ascending";
+  table.querySelectorAll("th").forEach((h) => h.removeAttribute("aria-sort"));
+  th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  const key = (row) => {
+    const cell = row.cells[col], v = cell.dataset.value;
+    return v === undefined || v === "" ? cell.textContent.trim() : Number(v);
+  };
+  const compare = (a, b) => {
+    const x = key(a), y = key(b);
+    if (typeof x === "number" && typeof y === "number") return x - y;
+    if (typeof x === "number") return -1;
+    if (typeof y === "number") return 1;
+    return x.localeCompare(y);
+  };
+  const body = table.tBodies[0];
+  const rows = Array.from(body.rows).sort((a, b) => (ascending ? 1 : -1) * compare(a, b));
+  body.append(...rows);
+}
+document.querySelectorAll("table.sortable th").forEach((th) => {
+  th.tabIndex = 0;
+  th.addEventListener("click", () => sortTable(th));
+  th.addEventListener("keydown", (e) => { if (e.key === "Enter") sortTable(th); });
+});
+"""
+
+def _e(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _num(value: float) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.6g}"
+
+
+def _ci(entry) -> str:
+    if entry["ci_low"] is None or math.isnan(entry["ci_low"]):
+        return "no interval (one seed)"
+    return f"95% CI [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
+
+
+def _heat(t: MetricTable) -> dict[tuple[str, str], str]:
+    """Background colour per cell, scaled within the table, direction-aware."""
+    import matplotlib  # here, not at import: every command loads the writers
+    from matplotlib.colors import to_hex
+
+    colors_of = matplotlib.colormaps["RdYlBu"]  # red = worst, blue = best; readable under black text
+    values = [entry["value"] for entry in t.cells.values()]
+    lo, hi = min(values), max(values)
+    colors = {}
+    for cell, entry in t.cells.items():
+        good = 0.5 if hi == lo else (entry["value"] - lo) / (hi - lo)
+        good = good if t.direction == "higher" else 1 - good
+        colors[cell] = to_hex(colors_of(0.2 + 0.6 * good))
+    return colors
+
+
+def _metric_section(t: MetricTable, several: bool) -> str:
+    where = f" on {t.dataset} / {t.model}" if several else ""
+    role = f", role: {t.role}" if isinstance(t.role, str) else ""
+    head = "".join(f"<th>{_e(a)}</th>" for a in ["defense", *t.attacks])
+    colors = _heat(t)
+    rows = []
+    for defense in t.defenses:
+        cells = [f'<td class="text">{_e(defense)}</td>']
+        for attack in t.attacks:
+            entry = t.cells.get((defense, attack))
+            if entry is None:
+                cells.append("<td>–</td>")
+                continue
+            best = ' class="best"' if (defense, attack) in t.best else ""
+            cells.append(f'<td{best} data-value="{_num(entry["value"])}" style="background:{colors[defense, attack]}"'
+                         f' title="{_e(_ci(entry))}; n = {entry["n_seeds"]}">{_e(fmt_value(entry))}</td>')
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return (f"<h3>{_e(t.evaluator)} / {_e(t.metric)}{_e(where)} "
+            f"<span class=small>({_e(t.direction)} is better{_e(role)})</span></h3>\n"
+            f'<table class="sortable heatmap"><thead><tr>{head}</tr></thead>\n'
+            f"<tbody>{''.join(rows)}</tbody></table>")
+
+
+def _pareto_section(board: Board) -> str:
+    figures = []
+    for plot in pareto_plots(board):
+        u, r = (" / ".join(m) for m in (plot.utility, plot.robustness))
+        figures.append(f'<figure><img src="{_e(plot.stem)}.svg" alt="{_e(f"{r} under attack vs clean {u}")}">'
+                       f'<figcaption class=small>clean {_e(u)} vs {_e(r)} under attack '
+                       f'(<a href="{_e(plot.stem)}.png">PNG</a>)</figcaption></figure>')
+    if not figures:
+        return ("<p class=small>No Pareto plot: it needs metrics whose evaluators declare a role "
+                "(utility / robustness), a clean column and an attacked column.</p>")
+    return "\n".join(figures)
+
+
+ENTRY_COLUMNS = ["dataset", "model", "defense", "attack", "evaluator", "metric", "mean", "std",
+                 "95% CI", "per seed", "direction", "role", "source", "defense plugin",
+                 "attack plugin", "git commit"]
+
+
+def _entries_section(board: Board) -> str:
+    rows = []
+    for _, e in board.entries.iterrows():
+        prov = e["provenance"] if isinstance(e["provenance"], dict) else {}
+        per_seed = ", ".join(f"{s}: {v:.4g}" for s, v in zip(e["seeds"], e["seed_values"]))
+        ci = "" if e["ci_low"] is None or math.isnan(e["ci_low"]) else f"[{e['ci_low']:.4g}, {e['ci_high']:.4g}]"
+        text = [e["dataset"], e["model"], e["defense"], e["attack"], e["evaluator"], e["metric"]]
+        cells = [f'<td class="text">{_e(v)}</td>' for v in text]
+        cells += [f'<td data-value="{_num(e[c])}">{_num(e[c])}</td>' for c in ("value", "std")]
+        cells += [f'<td data-value="{_num(e["ci_low"])}">{_e(ci)}</td>']
+        cells += [f'<td class="text">{_e(v)}</td>' for v in (
+            per_seed, e["direction"], e["role"] if isinstance(e["role"], str) else "", e["source"],
+            prov.get("defense", ""), prov.get("attack", ""), ", ".join(prov.get("git_commit", [])))]
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    head = "".join(f"<th>{_e(c)}</th>" for c in ENTRY_COLUMNS)
+    return (f'<table class="sortable entries"><thead><tr>{head}</tr></thead>\n'
+            f"<tbody>{chr(10).join(rows)}</tbody></table>")
+
+
+def render(board: Board) -> str:
+    """The whole page as one string."""
+    tables = metric_tables(board)
+    several = len({(t.dataset, t.model) for t in tables}) > 1
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{_e(board.track)} leaderboard · benchbench</title>
+<link rel="icon" href="data:,">
+<style>{CSS}</style></head>
+<body>
+<h1>{_e(board.track)} leaderboard</h1>
+<p>{_e(describe(board))} Cells are coloured from worst (red) to best (blue) within each table;
+hover a cell for its interval. Click a column header to sort. Data:
+<a href="leaderboard.json">JSON</a> (schema-checked by <code>benchbench validate</code>),
+<a href="leaderboard.csv">CSV</a>.</p>
+<h2>Per metric: defense × attack</h2>
+{chr(10).join(_metric_section(t, several) for t in tables)}
+<h2>Clean utility vs robustness</h2>
+{_pareto_section(board)}
+<h2>All entries</h2>
+{_entries_section(board)}
+<script>{SCRIPT}</script>
+</body></html>
+"""
+
+
+def write_html(board: Board, out: Path) -> list[Path]:
+    """``index.html`` plus the Pareto figures it shows (rendered here so they always match)."""
+    figures = write_plots(board, out)
+    page = out / "index.html"
+    page.write_text(render(board))
+    return [*figures, page]
+
+
+@hookimpl
+def benchbench_leaderboard_writers():
+    return {"html": write_html}
