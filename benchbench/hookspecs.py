@@ -61,4 +61,4 @@ def benchbench_cell_finished(cell: "CellSpec", key: str, status: str, metrics: d
 def benchbench_leaderboard_writers() -> dict[str, Any]:
     """Return ``{format name: writer}`` where ``writer(board, out_dir) -> list[Path]``
     writes one track's leaderboard in that format (``board`` is a
-    ``benchbench.leaderboard.Board``). Built-in formats: md, csv, json."""
+    ``benchbench.leaderboard.Board``). Built-in formats: md, csv, json, plots, html."""

@@ -20,6 +20,14 @@ def test_grid_leaderboard_validate_roundtrip(toy_config, tmp_path):
     bad.write_text(json.dumps(data))
     r = run_cli("validate", str(bad))
     assert r.returncode == 1 and "entries/0/n_seeds" in r.stderr
+    data["entries"][0]["n_seeds"] = 2
+    for entry in data["entries"]:
+        if entry["metric"] == "abs_error":
+            entry["direction"] = "higher"
+    bad.write_text(json.dumps(data))
+    r = run_cli("validate", str(bad), "--against", str(out / "toy" / "leaderboard.json"))
+    assert r.returncode == 1
+    assert r.stderr.strip() == f"{bad}: error/abs_error: direction 'higher' differs from the reference's 'lower'"
 
 
 def test_failing_cell_exit_code_and_summary(tmp_path):
