@@ -1,0 +1,105 @@
+"""The ReID track's refinement of the component contract.
+
+- ``ReidInputAttack.build(model, seed)`` returns a ``torchattacks.attack.Attack``: called as
+  ``attack(images, pids)`` on [0, 1] images, it returns adversarial images in [0, 1]
+  within the L-inf ball. The attacks therefore also work outside benchbench.
+- ``ReidDefense`` is a set of trainer hooks. ``benchbench.reid.trainer.train`` calls
+  them in this order, passing the live ``TrainRun`` (model, optimizer, config, seed,
+  stage cache, attack factory, standard losses):
+
+  1. ``prepare_data(train, run) -> ImageSet`` once, before the sampler is built:
+     add or re-weight training images (the debiasing defense adds generated images of
+     rare identities and cameras here; ``run.cache`` keeps its generator trained once).
+  2. ``on_train_start(run)`` once, with the model built (build attacks here), then per
+     epoch ``on_epoch_start(run)``;
+  3. per batch ``train_step(batch, run) -> {name: float}``. The default step is
+     ``transform_batch`` (replace or augment the batch: adversarial training builds
+     its attack with ``run.build_attack`` and swaps the batch for its adversarial
+     version) -> ``run.forward`` -> ``loss_terms`` (default: ``run.standard_loss_terms``,
+     CE + batch-hard triplet; return more or other terms) -> ``run.optimize``. A
+     defense that needs its own optimisation step (a first-order meta-update over an
+     identity split with ``Batch.subset`` and an attack pool from ``run.build_attack``)
+     overrides ``train_step`` and still reuses ``run.forward`` and the loss terms;
+  4. ``on_train_end(run)`` once (e.g. a fine-tuning phase).
+
+- ``ReidEvaluator.evaluate(query, gallery)`` scores embeddings of the (clean or
+  attacked) queries against the clean gallery.
+
+This module stays torch-free at import so listing plugins does not load torch; the
+types below are for annotations only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from benchbench.api import Defense, Evaluator, InputAttack
+
+if TYPE_CHECKING:
+    import torch
+    import torchattacks
+
+    from benchbench.reid.data import ImageSet
+    from benchbench.reid.trainer import Batch, Output, TrainRun
+
+TRACK = "reid"
+
+
+class ReidInputAttack(InputAttack):
+    """A test-time attack on query images (L-inf, [0, 1] images; epsilons in /255 units).
+
+    ``uses_labels`` says whether the attack reads the query identities (guided attacks
+    do; self-guided ones do not): it is shown to users because it changes the threat
+    model. No attack ever sees gallery labels.
+    """
+
+    track: ClassVar[str] = TRACK
+    uses_labels: ClassVar[bool] = False
+
+    def build(self, model: "torch.nn.Module", seed: int = 0) -> "torchattacks.Attack":
+        """The attack bound to ``model``; ``seed`` fixes its random start, if any."""
+        raise NotImplementedError
+
+
+class ReidDefense(Defense):
+    """Trains the track's model; override only the hooks the method changes."""
+
+    track: ClassVar[str] = TRACK
+
+    def prepare_data(self, train: "ImageSet", run: "TrainRun") -> "ImageSet":
+        return train
+
+    def on_train_start(self, run: "TrainRun") -> None:
+        pass
+
+    def on_epoch_start(self, run: "TrainRun") -> None:
+        pass
+
+    def transform_batch(self, batch: "Batch", run: "TrainRun") -> "Batch":
+        return batch
+
+    def loss_terms(self, out: "Output", batch: "Batch", run: "TrainRun") -> dict[str, "torch.Tensor"]:
+        return run.standard_loss_terms(out, batch)
+
+    def train_step(self, batch: "Batch", run: "TrainRun") -> dict[str, float]:
+        batch = self.transform_batch(batch, run)
+        return run.optimize(self.loss_terms(run.forward(batch), batch, run))
+
+    def on_train_end(self, run: "TrainRun") -> None:
+        pass
+
+
+@dataclass
+class Embeddings:
+    """Features of one split with the identities and cameras the protocol needs."""
+
+    features: "torch.Tensor"
+    pids: "torch.Tensor"
+    camids: "torch.Tensor"
+
+
+class ReidEvaluator(Evaluator):
+    track: ClassVar[str] = TRACK
+
+    def evaluate(self, query: Embeddings, gallery: Embeddings) -> dict[str, float]:
+        raise NotImplementedError

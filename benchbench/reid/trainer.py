@@ -1,0 +1,187 @@
+"""The ReID trainer: cross-entropy + batch-hard triplet on identity-balanced batches.
+
+One loop serves every defense: it calls the ``ReidDefense`` hooks (see
+``benchbench.reid.api``) and hands them a ``TrainRun`` with everything a method needs
+(model, optimizer, config, seed, stage cache, attack factory, standard losses). Batches
+come from torchreid's ``RandomIdentitySampler`` (P identities x K images); losses are
+torchreid's label-smoothed ``CrossEntropyLoss`` and hard-margin ``TripletLoss``.
+
+Deterministic on CPU for a fixed seed: Python, NumPy (the sampler) and torch (model
+init, augmentation) are seeded inside ``seeded`` and their previous states restored.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import random
+import time
+import warnings
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+from benchbench.progress import progress
+from benchbench.reid.data import ImageSet
+from benchbench.reid.models import ReidNet, build_model
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from torchreid.reid.data.sampler import RandomIdentitySampler
+    from torchreid.reid.losses import CrossEntropyLoss, TripletLoss
+
+if TYPE_CHECKING:
+    import torchattacks
+
+    from benchbench.reid.api import ReidDefense
+    from benchbench.stages import StageCache
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training protocol (the task's params): the same for every defense."""
+
+    arch: str = "osnet_x0_25"
+    weights: str | None = None
+    epochs: int = 12
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    ids_per_batch: int = 8
+    images_per_id: int = 4
+    margin: float = 0.3
+    ce_weight: float = 1.0
+    triplet_weight: float = 1.0
+    pad: int = 4
+    flip: bool = True
+
+
+@dataclass
+class Batch:
+    """A training batch: [0, 1] images, class labels (0..C-1) and cameras."""
+
+    images: torch.Tensor
+    pids: torch.Tensor
+    camids: torch.Tensor
+
+    def subset(self, mask: torch.Tensor) -> "Batch":
+        return Batch(self.images[mask], self.pids[mask], self.camids[mask])
+
+    def cat(self, other: "Batch") -> "Batch":
+        return Batch(torch.cat([self.images, other.images]), torch.cat([self.pids, other.pids]),
+                     torch.cat([self.camids, other.camids]))
+
+
+@dataclass
+class Output:
+    logits: torch.Tensor
+    features: torch.Tensor
+
+
+@functools.lru_cache(maxsize=1)
+def _attack_registry():
+    from benchbench.registry import load_registry
+
+    return load_registry()
+
+
+class TrainRun:
+    """The live state of one training, handed to every defense hook."""
+
+    def __init__(self, model: ReidNet, train: ImageSet, config: TrainConfig, seed: int,
+                 cache: "StageCache | None" = None, data_key: str = "", device: str = "cpu",
+                 data_root: Path | None = None, layout: str = "market1501"):
+        self.model, self.train, self.config, self.seed = model, train, config, seed
+        self.cache, self.data_key, self.device = cache, data_key, device
+        # the layout folder the training set was read from (None: in-memory data), for
+        # defenses that write images next to it in the same layout (dddefense)
+        self.data_root, self.layout = data_root, layout
+        self.num_classes = model.num_classes
+        self.epoch = self.step = 0
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(config.epochs, 1))
+        self.generator = torch.Generator().manual_seed(seed)  # for a defense's own randomness
+        self.ce = CrossEntropyLoss(self.num_classes, use_gpu=False, label_smooth=True)
+        self.triplet = TripletLoss(margin=config.margin)
+
+    def forward(self, batch: Batch) -> Output:
+        logits, features = self.model(batch.images)
+        return Output(logits, features)
+
+    def standard_loss_terms(self, out: Output, batch: Batch) -> dict[str, torch.Tensor]:
+        """Label-smoothed CE on the classifier + hard-margin batch-hard triplet on the embedding."""
+        return {"ce": self.config.ce_weight * self.ce(out.logits, batch.pids),
+                "triplet": self.config.triplet_weight * self.triplet(out.features, batch.pids)}
+
+    def optimize(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
+        """One optimizer step on the sum of ``terms``; returns their values for the log."""
+        self.optimizer.zero_grad(set_to_none=True)
+        sum(terms.values()).backward()
+        self.optimizer.step()
+        return {k: float(v.detach()) for k, v in terms.items()}
+
+    def build_attack(self, name: str, params: dict[str, Any] | None = None) -> "torchattacks.Attack":
+        """A registered ReID attack bound to the model being trained (for adversarial
+        training or an attack pool), seeded from this run."""
+        cls = _attack_registry().get("attack", "reid", name)
+        return cls(params or {}).build(self.model, seed=self.seed)
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed Python, NumPy and torch for the block, then restore their states."""
+    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+
+
+def _batches(train: ImageSet, config: TrainConfig) -> Iterator[torch.Tensor]:
+    """Index batches of P identities x K images from torchreid's sampler."""
+    source = [(i, int(p), int(c), 0) for i, (p, c) in enumerate(zip(train.pids, train.camids))]
+    size = config.ids_per_batch * config.images_per_id
+    order = list(RandomIdentitySampler(source, size, config.images_per_id))
+    for start in range(0, len(order) - size + 1, size):
+        yield torch.tensor(order[start:start + size])
+
+
+def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config: TrainConfig, seed: int,
+          cache: "StageCache | None" = None, data_key: str = "", show_progress: bool = True,
+          log_path: Path | None = None, device: str = "cpu", data_root: Path | None = None,
+          layout: str = "market1501") -> ReidNet:
+    """Train a model with ``defense``'s hooks; return it in eval mode."""
+    with seeded(seed):
+        model = build_model(config.arch, num_classes, config.weights).to(device).train()
+        run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout)
+        run.train = defense.prepare_data(train_set, run)
+        defense.on_train_start(run)
+        augment = v2.Compose([v2.RandomCrop(tuple(train_set.images.shape[-2:]), padding=config.pad),
+                              v2.RandomHorizontalFlip(0.5 if config.flip else 0.0)])
+        history = []
+        for epoch in progress(range(config.epochs), f"train {defense.name} (seed {seed})",
+                              enabled=show_progress):
+            run.epoch, start, sums, n = epoch, time.perf_counter(), {}, 0
+            defense.on_epoch_start(run)
+            for index in _batches(run.train, config):
+                images = torch.stack([augment(img) for img in run.train.images[index]]).float().div_(255)
+                batch = Batch(images.to(device), run.train.pids[index].to(device), run.train.camids[index].to(device))
+                for k, v in defense.train_step(batch, run).items():
+                    sums[k] = sums.get(k, 0.0) + v
+                run.step, n = run.step + 1, n + 1
+            run.scheduler.step()
+            history.append({"epoch": epoch, "seconds": round(time.perf_counter() - start, 2),
+                            **{k: round(v / max(n, 1), 5) for k, v in sums.items()}})
+        defense.on_train_end(run)
+    if log_path is not None:
+        log_path.write_text(json.dumps({"config": asdict(config), "defense": defense.identity(),
+                                        "seed": seed, "epochs": history}, indent=1))
+    return model.eval()
