@@ -1,0 +1,144 @@
+"""Shared machinery of the metric attacks: L-inf PGD on a feature-space objective.
+
+Every ReID metric attack (Bai's metric FGSM/I-FGSM/MI-FGSM, Bouniot's SMA and FNA,
+Zheng's ODFA) is the same loop: take the clean features of the images it is given,
+derive *guides* from them, and move each image within the epsilon ball to increase an
+objective of its adversarial feature and its guides. ``MetricAttack`` is that loop as
+a ``torchattacks.Attack``; a method subclasses it with two functions, ``guides`` and
+``objective``. The guide helpers below (same-identity sets, farthest identity
+prototype, farthest single feature) are shared by the attacks and by adversarial
+training.
+
+Guides come from the set the attack is called on (the whole query set at test time,
+the batch during adversarial training), so ``attack(images, pids)`` must receive every
+image whose clean feature may guide another; the loop itself runs in chunks of
+``batch_size``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchattacks.attack import Attack
+
+from benchbench.reid.losses import pairwise_distances
+
+
+def bai_steps(eps: float) -> int:
+    """Iterations of Bai's I-FGSM for an epsilon in /255 units: min(eps + 4, 1.25 eps)."""
+    return max(1, int(min(eps + 4, 1.25 * eps)))
+
+
+@dataclass
+class Guides:
+    """Per-image guide features. ``push``: (N, M, D) with ``push_mask`` (N, M) marking
+    real entries; ``pull``: (N, D) or None."""
+
+    push: torch.Tensor
+    push_mask: torch.Tensor
+    pull: torch.Tensor | None = None
+
+    def __getitem__(self, index: slice) -> "Guides":
+        return Guides(self.push[index], self.push_mask[index], None if self.pull is None else self.pull[index])
+
+
+def self_guides(features: torch.Tensor) -> Guides:
+    """Each image's own clean feature (label-free attacks)."""
+    return Guides(features[:, None, :], torch.ones(len(features), 1, dtype=torch.bool))
+
+
+def same_identity_guides(features: torch.Tensor, pids: torch.Tensor) -> Guides:
+    """The clean features of every image with the same identity, the image itself included."""
+    same = pids[:, None] == pids[None, :]  # (N, N)
+    width = int(same.sum(1).max())
+    order = same.float().argsort(dim=1, descending=True, stable=True)[:, :width]  # same-id first
+    mask = same.gather(1, order)
+    return Guides(features[order], mask)
+
+
+def identity_prototypes(features: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean feature of each identity: ``(ids, prototypes)``."""
+    ids, inverse = pids.unique(return_inverse=True)
+    sums = torch.zeros(len(ids), features.shape[1], dtype=features.dtype).index_add_(0, inverse, features)
+    return ids, sums / torch.bincount(inverse).unsqueeze(1).to(features.dtype)
+
+
+def farthest_prototype(features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+    """For each image, the prototype of the other identity farthest from it (FNA's pull guide)."""
+    ids, protos = identity_prototypes(features, pids)
+    dist = pairwise_distances(features, protos).masked_fill(pids[:, None] == ids[None, :], float("-inf"))
+    return protos[dist.argmax(1)]
+
+
+def farthest_feature(features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
+    """For each image, the farthest feature of another identity (GOAT's in-batch pull guide)."""
+    dist = pairwise_distances(features).masked_fill(pids[:, None] == pids[None, :], float("-inf"))
+    return features[dist.argmax(1)]
+
+
+def masked_sq_dist(f: torch.Tensor, guides: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """sum over real guides of ||f - g||^2 per image (f: (B, D), guides: (B, M, D))."""
+    return ((f[:, None, :] - guides).pow(2).sum(-1) * mask).sum(1)
+
+
+class MetricAttack(Attack):
+    """L-inf PGD in [0, 1] pixel space that *ascends* ``objective(features, guides)``.
+
+    ``eps`` and ``alpha`` are in [0, 1] units (the components convert from /255).
+    ``steps=1, alpha=eps, random_start=False`` is FGSM; ``momentum > 0`` is MI-FGSM
+    (gradient normalised by its mean absolute value, as in Bai's code).
+    """
+
+    normalize_features = False  # objectives on f^ (Bai, ODFA) set True
+
+    def __init__(self, model: torch.nn.Module, eps: float, alpha: float, steps: int,
+                 random_start: bool = False, momentum: float = 0.0, seed: int = 0,
+                 batch_size: int = 128):
+        super().__init__(type(self).__name__, model)
+        self.eps, self.alpha, self.steps = eps, alpha, steps
+        self.random_start, self.momentum, self.batch_size = random_start, momentum, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    # -- what a method defines -------------------------------------------------
+    def guides(self, features: torch.Tensor, pids: torch.Tensor) -> Guides:
+        raise NotImplementedError
+
+    def objective(self, features: torch.Tensor, guides: Guides) -> torch.Tensor:
+        """Per-image value to increase, shape (B,)."""
+        raise NotImplementedError
+
+    # -- the shared loop -------------------------------------------------------
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        f = self.get_logits(images)
+        return F.normalize(f, dim=1) if self.normalize_features else f
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        pids = labels.detach().cpu() if labels is not None else torch.arange(len(images))
+        with torch.no_grad():
+            clean = torch.cat([self.embed(chunk).cpu() for chunk in images.split(self.batch_size)])
+        guides = self.guides(clean, pids)
+        return torch.cat([self._perturb(images[i:i + self.batch_size], guides[i:i + self.batch_size])
+                          for i in range(0, len(images), self.batch_size)])
+
+    @torch.enable_grad()  # callers often extract features under no_grad
+    def _perturb(self, x0: torch.Tensor, guides: Guides) -> torch.Tensor:
+        guides = Guides(guides.push.to(self.device), guides.push_mask.to(self.device),
+                        None if guides.pull is None else guides.pull.to(self.device))
+        x = x0.clone()
+        if self.random_start:
+            noise = torch.rand(x0.shape, generator=self.generator).to(self.device) * 2 - 1
+            x = (x0 + self.eps * noise).clamp(0, 1)
+        velocity = torch.zeros_like(x0)
+        for _ in range(self.steps):
+            x.requires_grad_(True)
+            loss = self.objective(self.embed(x), guides).sum()
+            grad, = torch.autograd.grad(loss, x)
+            if self.momentum > 0:
+                grad = grad / grad.abs().mean(dim=(1, 2, 3), keepdim=True).clamp_min(1e-12)
+                velocity = self.momentum * velocity + grad
+                grad = velocity
+            x = x.detach() + self.alpha * grad.sign()
+            x = torch.min(torch.max(x, x0 - self.eps), x0 + self.eps).clamp(0, 1)
+        return x.detach()
