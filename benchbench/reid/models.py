@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from benchbench.errors import DataError
+from benchbench.errors import ConfigError, DataError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # torchreid warns that its Cython ranker is missing
@@ -50,7 +50,7 @@ def build_model(arch: str, num_classes: int, weights: str | Path | None = None) 
         from difflib import get_close_matches
 
         hint = get_close_matches(arch, available_archs(), n=3)
-        raise DataError(f"unknown torchreid architecture '{arch}'"
+        raise ConfigError(f"unknown torchreid architecture '{arch}'"
                         + (f" (did you mean {', '.join(hint)}?)" if hint else ""))
     backbone = torchreid_models.build_model(arch, num_classes, loss="triplet", pretrained=False, use_gpu=False)
     if weights:

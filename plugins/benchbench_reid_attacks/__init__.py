@@ -24,7 +24,8 @@ class EpsParams(Params):
 
 class IterativeParams(EpsParams):
     alpha: float = Field(1.0, gt=0, description="step size in /255 units")
-    steps: int | None = Field(None, ge=1, description="iterations; null = Bai's min(eps + 4, 1.25 eps)")
+    steps: int | None = Field(None, ge=1, description="iterations; null = the method's own default "
+                                                       "(Bai/Zheng: min(eps + 4, 1.25 eps); Bouniot: 15)")
 
 
 class NoAttack(ReidInputAttack):
@@ -45,17 +46,22 @@ class _Iterative(ReidInputAttack):
     method: ClassVar[str]
     random_start: ClassVar[bool] = False
     momentum: ClassVar[float] = 0.0
+    bouniot_steps: ClassVar[bool] = False  # Bouniot's code runs 15 iterations whatever eps
+
+    def default_steps(self) -> int:
+        from benchbench.reid.attack import bai_steps
+
+        return 15 if self.bouniot_steps else bai_steps(self.params.eps)
 
     def method_kwargs(self) -> dict:
         return {"random_start": self.random_start, "momentum": self.momentum}
 
     def build(self, model, seed=0):
-        from benchbench.reid.attack import bai_steps
         from benchbench_reid_attacks import methods
 
         p = self.params
         return getattr(methods, self.method)(model, eps=p.eps / 255, alpha=p.alpha / 255,
-                                             steps=p.steps or bai_steps(p.eps), seed=seed,
+                                             steps=p.steps or self.default_steps(), seed=seed,
                                              **self.method_kwargs())
 
 
@@ -89,6 +95,7 @@ class SMA(_Iterative):
     description = "Self metric attack (Bouniot et al.): push f(x') from f(x), random start, label-free"
     method = "SelfMetricAttack"
     random_start = True
+    bouniot_steps = True
 
 
 class ODFA(_Iterative):
@@ -111,6 +118,7 @@ class FNA(_Iterative):
     description = "Furthest-negative attack (Bouniot et al.): push from same identity, pull to the farthest one"
     Params = FNAParams
     method = "FurthestNegativeAttack"
+    bouniot_steps = True
 
     def method_kwargs(self) -> dict:
         p = self.params

@@ -93,3 +93,19 @@ def test_missing_root_and_nested_layout(tmp_path, tiny_root):
     nested = tmp_path / "market1501" / "Market-1501-v15.09.15"
     shutil.copytree(tiny_root, nested)
     assert len(load_reid_data(tmp_path, (32, 16)).query) > 0
+
+
+def test_dukemtmc_layout(tmp_path, tiny_root):
+    """DukeMTMC-reID names (0001_c2_f0046182.jpg, cameras up to 8, no junk) under its own nesting."""
+    base = tmp_path / "dukemtmc-reid" / "DukeMTMC-reID"
+    for split in SPLIT_DIRS.values():
+        (base / split).mkdir(parents=True)
+        for i, f in enumerate(sorted((tiny_root / split).glob("*.jpg"))):
+            pid, cam = f.name.split("_")[:2]
+            if pid != "-1":
+                shutil.copy(f, base / split / f"{pid}_{cam[:2]}_f{i:07d}.jpg")
+    data = load_reid_data(tmp_path, (32, 16), layout="dukemtmcreid")
+    assert data.num_train_ids == TINY.train_ids and len(data.query) > 0
+    with pytest.raises(DataError, match="camera 7 is outside 1..6"):
+        (base / "query" / "0001_c7_f0000001.jpg").write_bytes(b"")
+        load_reid_data(tmp_path, (32, 16), layout="market1501")
