@@ -45,8 +45,12 @@ class RayExecutor:
         except ImportError:
             raise ConfigError("--executor ray needs Ray: pip install 'benchbench[ray]'") from None
         started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=self.address, include_dashboard=False)
+        if started_here:  # a private instance needs no dashboard; a cluster keeps its own settings
+            try:
+                ray.init(address=self.address, **({} if self.address else {"include_dashboard": False}))
+            except ConnectionError as exc:
+                raise ConfigError(f"cannot connect to Ray at {self.address} ({str(exc).splitlines()[0]}); "
+                                  f"start one with `ray start --head` or fix --address (see docs/cluster.md)") from None
         env = _worker_environment(env)
         remote = ray.remote(run_cell).options(max_retries=self.max_retries,
                                               num_cpus=env.resources.get("num_cpus", 1),
