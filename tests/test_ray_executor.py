@@ -23,7 +23,8 @@ seeds: 2
 
 @pytest.fixture(scope="module")
 def ray_cluster():
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)  # "local": a fresh private cluster, whatever else runs here
     yield
     ray.shutdown()
 

@@ -27,8 +27,9 @@ class RayExecutor:
     """Run cells as Ray tasks.
 
     ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``);
-    ``None`` connects to ``RAY_ADDRESS`` if set, else starts a local Ray instance. If Ray
-    is already initialised in this process (tests, notebooks) that connection is used.
+    ``None`` lets Ray choose (``RAY_ADDRESS``, else a cluster ``ray start`` began on this
+    machine, else a private instance for the run). If Ray is already initialised in
+    this process (tests, notebooks) that connection is used.
     Each cell asks for ``env.resources`` (the grid config's ``resources:``, e.g.
     ``{num_cpus: 1, num_gpus: 1}``); with ``num_gpus > 0`` cells run on ``cuda``, which
     Ray has pointed at the GPU it reserved for the task.
