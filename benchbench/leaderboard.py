@@ -176,8 +176,8 @@ def _clean_first(names: set[str]) -> list[str]:
 def metric_tables(board: Board) -> list[MetricTable]:
     """One table per (data set, model, evaluator, metric), with its clear leads per column.
 
-    A board has one data set and model unless its task names them per params; the
-    grouping keeps such boards correct rather than mixing their numbers.
+    A board normally holds one data set and one model; grouping by them anyway means a
+    board that holds several never mixes their numbers.
     """
     tables = []
     e = board.entries
