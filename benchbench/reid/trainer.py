@@ -93,9 +93,10 @@ class TrainRun:
 
     def __init__(self, model: ReidNet, train: ImageSet, config: TrainConfig, seed: int,
                  cache: "StageCache | None" = None, data_key: str = "", device: str = "cpu",
-                 data_root: Path | None = None, layout: str = "market1501"):
+                 data_root: Path | None = None, layout: str = "market1501", show_progress: bool = False):
         self.model, self.train, self.config, self.seed = model, train, config, seed
-        self.cache, self.data_key, self.device = cache, data_key, device
+        # for stages a defense builds itself (e.g. a generator trained once per data set)
+        self.cache, self.data_key, self.device, self.show_progress = cache, data_key, device, show_progress
         # the layout folder the training set was read from (None: in-memory data), for
         # defenses that write images next to it in the same layout (dddefense)
         self.data_root, self.layout = data_root, layout
@@ -161,7 +162,8 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
     """Train a model with ``defense``'s hooks; return it in eval mode."""
     with seeded(seed):
         model = build_model(config.arch, num_classes, config.weights).to(device).train()
-        run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout)
+        run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout,
+                       show_progress)
         run.train = defense.prepare_data(train_set, run)
         defense.on_train_start(run)
         augment = v2.Compose([v2.RandomCrop(tuple(train_set.images.shape[-2:]), padding=config.pad),
