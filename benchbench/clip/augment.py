@@ -18,15 +18,22 @@ Without it EDA uses random swap and random deletion only.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
+from pydantic import Field
 from torchvision.transforms import v2
 
-ImageAugmentation = Literal["simclr", "autoaugment"]
+from benchbench.api import Params
+
+if TYPE_CHECKING:
+    from benchbench.clip.trainer import Batch, TrainState
+
+ImageAugmentation = Literal["simclr", "autoaugment", "none"]
 
 #: RoCLIP's blur kernel is 21 px on 224 px images; we keep the same fraction of the image.
 _BLUR_FRACTION = 21 / 224
@@ -34,6 +41,8 @@ _BLUR_FRACTION = 21 / 224
 
 def image_augmentation(kind: ImageAugmentation, image_size: int) -> v2.Transform:
     """The augmentation ``kind`` for uint8 images of side ``image_size``."""
+    if kind == "none":
+        return v2.Identity()
     if kind == "autoaugment":
         return v2.AutoAugment(v2.AutoAugmentPolicy.IMAGENET)
     if kind == "simclr":
@@ -46,7 +55,7 @@ def image_augmentation(kind: ImageAugmentation, image_size: int) -> v2.Transform
             v2.RandomGrayscale(p=0.2),
             v2.GaussianBlur(kernel, sigma=(0.1 * scale, 2.0 * scale)),
         ])
-    raise ValueError(f"unknown image augmentation {kind!r}; choose 'simclr' or 'autoaugment'")
+    raise ValueError(f"unknown image augmentation {kind!r}; choose 'simclr', 'autoaugment' or 'none'")
 
 
 def augment_images(images: torch.Tensor, transform: v2.Transform, group: int = 1) -> torch.Tensor:
@@ -142,3 +151,34 @@ def _random_deletion(words: list[str], p: float, rng: random.Random) -> list[str
 def eda_views(captions: Sequence[str], rng: random.Random, **eda_params) -> list[str]:
     """One EDA view per caption (see ``eda`` for the parameters)."""
     return [eda(c, rng, **eda_params) for c in captions]
+
+
+# -- defense plumbing -----------------------------------------------------------------
+class AugmentParams(Params):
+    """The augmentation params every augmenting defense has (its Params subclass this)."""
+
+    image_augmentation: ImageAugmentation = Field(
+        "simclr", description="image views: 'simclr' (flip, crop, colour jitter, grayscale, blur; RoCLIP/SafeCLIP), "
+                              "'autoaugment' (CleanCLIP) or 'none'")
+    augment_group: int = Field(1, ge=1, description="images per draw of augmentation parameters (1 = per image, "
+                                                    "as the papers; larger is faster on CPU)")
+    eda: float = Field(0.1, ge=0, le=1, description="EDA rate (alpha_sr = alpha_ri = alpha_rs = p_rd) for caption "
+                                                    "views; 0 = no text augmentation")
+
+
+def batch_rng(state: "TrainState") -> random.Random:
+    """A ``random.Random`` drawn from the trainer's generator (EDA is pure Python)."""
+    return random.Random(int(torch.randint(2**62, (1,), generator=state.generator)))
+
+
+def augment_batch(batch: "Batch", state: "TrainState", params: AugmentParams,
+                  synonyms: Mapping[str, Sequence[str]] | None = None) -> "Batch":
+    """A view of ``batch``: augmented images and EDA captions (re-tokenised)."""
+    images = augment_images(batch.images, image_augmentation(params.image_augmentation, batch.images.shape[-1]),
+                            params.augment_group)
+    if params.eda == 0:
+        return dataclasses.replace(batch, images=images)
+    a = params.eda
+    captions = eda_views(batch.captions, batch_rng(state), alpha_sr=a, alpha_ri=a, alpha_rs=a, p_rd=a,
+                         synonyms=synonyms)
+    return dataclasses.replace(batch, images=images, captions=captions, tokens=state.model.tokenize(captions))

@@ -22,9 +22,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from benchbench.clip.api import ClipDefense
+from benchbench.clip.augment import AugmentParams, augment_batch
+from benchbench.clip.model import Features, contrastive_loss
+from benchbench.clip.trainer import Batch, TrainState
 from benchbench.ot import candidate_ot_distances
 
 MATCHES_FILE = "rematch.safetensors"
@@ -165,6 +170,70 @@ def load_matches(directory: str | Path) -> dict[str, Tensor] | None:
     """The assignments a re-matching defense saved next to its model, or None."""
     path = Path(directory) / MATCHES_FILE
     return load_file(str(path)) if path.is_file() else None
+
+
+# -- the shared defense loop ---------------------------------------------------------------
+class PoolParams(AugmentParams):
+    """Params of pool re-matching defenses (RoCLIP, OTCCLIP)."""
+
+    pool_size: int = Field(21845, ge=1, description="captions in the FIFO pool (RoCLIP's default; scale it with "
+                                                     "the data: the pool should hold many captions per concept)")
+    match_every: int = Field(2, ge=1, description="K: re-match in epochs whose 1-based number is a multiple of K")
+    first_match_epoch: int = Field(2, ge=1, description="no re-matching before this (1-based) epoch (warm-up)")
+
+
+class PoolRematchingDefense(ClipDefense):
+    """RoCLIP's training loop, shared by OTCCLIP: every batch is augmented (images and
+    EDA captions); in a matching epoch each image is paired with the caption ``match``
+    picks from the pool as it was before the batch, and the CLIP loss uses that pooled
+    (detached) caption embedding, as RoCLIP's ``get_loss`` does; then the batch's
+    captions enter the pool.
+
+    Departure from RoCLIP's code: the pool is filled in every epoch, not only in matching
+    epochs, so the first batch of a matching epoch meets recent real captions rather than
+    the random vectors lightly's memory bank starts with.
+    """
+
+    Params = PoolParams
+
+    def train(self, model, config, data, clean=None, poison=None):
+        self.pool = FeatureQueue(self.params.pool_size)
+        self.matches = MatchLog()
+        return super().train(model, config, data, clean=clean, poison=poison)
+
+    def matching(self, state: TrainState) -> bool:
+        epoch = state.global_epoch + 1
+        return epoch >= self.params.first_match_epoch and epoch % self.params.match_every == 0
+
+    def augment(self, batch: Batch, state: TrainState) -> Batch:
+        return augment_batch(batch, state, self.params)
+
+    def loss(self, batch: Batch, features: Features, state: TrainState) -> dict[str, Tensor]:
+        text, matched = features.text, None
+        if self.matching(state) and len(self.pool):
+            matched, global_choice = self.match(features)
+            text = self.pool.features[matched]
+            self.matches.add(state.global_epoch, batch.index, self.pool.rows[matched],
+                             None if global_choice is None else self.pool.rows[global_choice])
+        terms = {"clip": contrastive_loss(features.image, text, features.logit_scale)}
+        terms.update(self.extra_loss(batch, features, state, matched))
+        self.pool.push(features.text, batch.caption_index, features.text_tokens, features.text_mask)
+        return terms
+
+    def match(self, features: Features) -> tuple[Tensor, Tensor | None]:
+        """Pool slot chosen for each image, and (for logging) the global nearest
+        neighbour's slot when the rule is not the global one. RoCLIP: argmax cosine."""
+        _, index = nearest(features.image.detach(), self.pool.features, k=1)
+        return index[:, 0], None
+
+    def extra_loss(self, batch: Batch, features: Features, state: TrainState,
+                   matched: Tensor | None) -> dict[str, Tensor]:
+        """More loss terms; ``matched`` holds the pool slots the images were paired with
+        in a matching epoch (None: own captions)."""
+        return {}
+
+    def save_artifacts(self, directory: Path) -> None:
+        self.matches.save(directory)
 
 
 # -- diagnostics ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ As in BigML-CS-UCLA/SafeCLIP (``src/main.py``, ``src/samplers.py``):
    learn their own modality without ever seeing the (possibly poisoned) pairing;
 2. ``multimodal_warmup`` epoch(s) of the CLIP loss on all pairs at a very low learning
    rate (``warmup_lr_factor`` x lr): just enough to align the towers;
-3. then every epoch: the cosine similarity of every pair, a 2-component Gaussian mixture
+3. then every epoch: the cosine similarity of every (un-augmented) pair, a 2-component Gaussian mixture
    on them (``GaussianMixture(2, random_state=0)``, the clean component is the one with
    the larger mean), and a split: the first filtering epoch keeps the pairs whose clean
    probability is >= ``threshold`` (0.9) as *safe*; each later epoch keeps the top
@@ -16,11 +16,35 @@ As in BigML-CS-UCLA/SafeCLIP (``src/main.py``, ``src/samplers.py``):
    Risky pairs get the unimodal loss, safe pairs the CLIP loss on augmented views
    ("cross-augmented": image view 1 with caption view 2 and caption view 1 with image
    view 2).
+
+Departures, for the shared trainer: the reference runs a pass over the risky set and
+then one over the safe set each epoch; here both kinds of pair share each batch, the
+CLIP loss on the batch's safe pairs and the unimodal loss on its risky ones, each
+weighted by its share of the batch (the same per-pair weight as separate passes). The
+reference's warm-up lr follows a cosine from the lr down to ``filter_lr`` (5e-6 = lr /
+100) over the warm-up epochs; here the CLIP warm-up epoch runs at ``warmup_lr_factor``
+x lr. The main phase gets the epochs the protocol budget leaves after the warm-ups (at
+least one).
 """
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
+import torch
+from pydantic import Field
 from sklearn.mixture import GaussianMixture
+from torch import Tensor
+
+import benchbench
+from benchbench.clip.api import ClipDefense
+from benchbench.clip.augment import AugmentParams, augment_batch
+from benchbench.clip.inmodal import nn_inmodal_loss, one_way_infonce
+from benchbench.clip.model import Features
+from benchbench.clip.rematch import FeatureQueue
+from benchbench.clip.trainer import Batch, Phase, TrainConfig, TrainState
+
+INMODAL, CLIP_WARMUP, FILTERED = "inmodal-warmup", "clip-warmup", "filtered"
 
 
 def clean_probability(similarities: np.ndarray) -> np.ndarray:
@@ -49,3 +73,92 @@ def split_safe(similarities: np.ndarray, probabilities: np.ndarray, ratio: float
     else:
         n_safe = int(ratio * len(order))
     return np.sort(order[:n_safe]), np.sort(order[n_safe:])
+
+
+def cross_clip_loss(first: Features, second: Features) -> Tensor:
+    """SafeCLIP's cross-augmented CLIP loss: image view 1 against caption view 2, and
+    caption view 1 against image view 2."""
+    scale = first.logit_scale
+    return (one_way_infonce(first.image, second.text, scale) + one_way_infonce(first.text, second.image, scale)) / 2
+
+
+def _rows(f: Features, keep: Tensor) -> Features:
+    return Features(f.image[keep], f.text[keep], f.logit_scale)
+
+
+class SafeCLIP(ClipDefense):
+    name = "safeclip"
+    version = "1"
+    description = "SafeCLIP: unimodal warm-up, then CLIP only on pairs a GMM on pair similarity deems safe"
+
+    class Params(AugmentParams):
+        inmodal_warmup: int = Field(5, ge=0, description="epochs of unimodal (NNCLR-style) warm-up")
+        multimodal_warmup: int = Field(1, ge=0, description="epochs of CLIP on all pairs at a low lr")
+        warmup_lr_factor: float = Field(0.01, gt=0, description="lr of the CLIP warm-up, as a fraction of the lr")
+        bank_size: int = Field(256, ge=1, description="nearest-neighbour memory bank size per modality")
+        threshold: float = Field(0.9, gt=0, lt=1, description="clean probability that makes a pair safe in the "
+                                                              "first filtered epoch")
+        ratio_step: float = Field(0.01, ge=0, description="growth of the safe fraction per filtered epoch")
+        ratio_cap: float = Field(0.85, gt=0, le=1, description="largest safe fraction")
+
+    presets: ClassVar = {
+        "smoke": {"inmodal_warmup": 1, "multimodal_warmup": 1, "augment_group": 16, "bank_size": 64},
+        # 10 protocol epochs: 2 + 1 warm-up, 7 filtered; the step spans about the paper's range (26 x 0.01)
+        "default": {"inmodal_warmup": 2, "multimodal_warmup": 1, "augment_group": 8, "ratio_step": 0.03},
+        "paper": {},
+    }
+
+    def train(self, model, config, data, clean=None, poison=None):
+        self.banks = (FeatureQueue(self.params.bank_size), FeatureQueue(self.params.bank_size))
+        self.safe: Tensor | None = None
+        self.first_ratio = 0.0
+        return super().train(model, config, data, clean=clean, poison=poison)
+
+    def phases(self, config: TrainConfig) -> list[Phase]:
+        p = self.params
+        main = max(1, config.epochs - p.inmodal_warmup - p.multimodal_warmup)
+        plan = [Phase(INMODAL, p.inmodal_warmup), Phase(CLIP_WARMUP, p.multimodal_warmup,
+                                                         lr=config.lr * p.warmup_lr_factor), Phase(FILTERED, main)]
+        return [phase for phase in plan if phase.epochs > 0]
+
+    def on_epoch_start(self, state: TrainState) -> None:
+        if state.phase.name != FILTERED:
+            return None
+        f = state.embed_all()
+        sims = (f.image * f.text).sum(dim=1).numpy()
+        probs = clean_probability(sims)
+        p = self.params
+        ratio = None if state.epoch == 0 else safe_ratio(self.first_ratio, state.epoch, p.ratio_step, p.ratio_cap)
+        safe, _ = split_safe(sims, probs, ratio, p.threshold)
+        if state.epoch == 0:
+            self.first_ratio = len(safe) / len(sims)
+        self.safe = torch.zeros(len(sims), dtype=torch.bool)
+        self.safe[torch.from_numpy(safe)] = True
+        return None
+
+    def augment(self, batch: Batch, state: TrainState) -> Batch:
+        self.second_view = augment_batch(batch, state, self.params)
+        return augment_batch(batch, state, self.params)
+
+    def loss(self, batch: Batch, features: Features, state: TrainState) -> dict[str, Tensor]:
+        second = state.model.encode(self.second_view.images, self.second_view.tokens)
+        if state.phase.name == INMODAL:
+            return {"unimodal": self._unimodal(features, second)}
+        if state.phase.name == CLIP_WARMUP:
+            return {"clip": cross_clip_loss(features, second)}
+        safe = self.safe[batch.index]
+        terms = {}
+        if safe.any():
+            terms["clip"] = safe.float().mean() * cross_clip_loss(_rows(features, safe), _rows(second, safe))
+        if not safe.all():
+            risky = ~safe
+            terms["unimodal"] = risky.float().mean() * self._unimodal(_rows(features, risky), _rows(second, risky))
+        return terms
+
+    def _unimodal(self, first: Features, second: Features) -> Tensor:
+        return nn_inmodal_loss(first.image, second.image, first.text, second.text, first.logit_scale, *self.banks)
+
+
+@benchbench.hookimpl
+def benchbench_defenses() -> list[type]:
+    return [SafeCLIP]

@@ -1,0 +1,36 @@
+"""RoCLIP (Yang et al., NeurIPS 2023): break poisoned pairs by re-matching each image
+with its nearest caption in a pool of recent captions.
+
+Read from BigML-CS-UCLA/RoCLIP (``model/src/train.py``, ``memory_bank.py``,
+``parser.py``, ``utils/augment_image.py``): a FIFO pool of caption embeddings (21,845 by
+default); in epochs 2, 4, 6... (``epoch % break_epoch == 0`` with 1-based epochs) the
+loss is CLIP's InfoNCE between each image and its nearest pooled caption (argmax
+cosine, pool before the batch, the pooled embedding detached: the text tower only
+learns in the other epochs), then the batch's captions join the pool; other epochs are
+plain CLIP. Images get the SimCLR augmentations and captions EDA (``cross_aug``).
+The loop lives in the kit (``benchbench.clip.rematch.PoolRematchingDefense``) because
+OTCCLIP builds on it; this module is RoCLIP's defaults.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import benchbench
+from benchbench.clip.rematch import PoolRematchingDefense
+
+
+class RoCLIP(PoolRematchingDefense):
+    name = "roclip"
+    version = "1"
+    description = "RoCLIP: every K epochs, train each image with its nearest caption in a FIFO caption pool"
+    presets: ClassVar = {
+        "smoke": {"pool_size": 128, "augment_group": 16, "match_every": 1, "first_match_epoch": 1},
+        # 5,000 training pairs: a pool of 2,048 holds ~250 captions per shape; 8 images share an augmentation draw
+        "default": {"pool_size": 2048, "augment_group": 8},
+        "paper": {},
+    }
+
+
+@benchbench.hookimpl
+def benchbench_defenses() -> list[type]:
+    return [RoCLIP]
