@@ -53,7 +53,7 @@ class DiffusionConfig:
 
     size: tuple[int, int] = (32, 16)  # (height, width) the UNet works at
     channels: tuple[int, ...] = (32, 64, 64)
-    train_steps: int = 1500
+    train_steps: int = 1200
     batch_size: int = 32
     lr: float = 1e-3
     ema_decay: float = 0.995

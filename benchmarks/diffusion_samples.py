@@ -1,0 +1,84 @@
+"""dddefense's generator: train (or reuse) it at a preset and draw its samples next to real images.
+
+Builds the stages exactly as a grid cell does (same keys, same cache), so running this
+before or after ``benchbench grid configs/reid-default.yaml`` shares the generator with
+the grid. Writes ``docs/img/dddefense_samples.png``: one row per training identity
+(those the balancing plan adds most images to), the identity's real images on the left,
+then one generated image per camera (camera 1, 2, ... left to right) on the right.
+Prints the generator's build time (from its stage record), the sampling time and the
+balancing plan.
+
+    .venv/bin/python benchmarks/diffusion_samples.py [--preset default] [--cache runs/cache]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torchvision.utils import make_grid, save_image
+
+from benchbench.context import RunContext
+from benchbench.reid.data import load_reid_data
+from benchbench.reid.pipeline import data_source
+from benchbench.reid.task import ReidAdversarialTask
+from benchbench.stages import StageCache
+from benchbench_dddefense import DDDefense
+from benchbench_dddefense.balancing import bias_stats, camera_counts, plan
+from benchbench_dddefense.diffusion import load, sample
+from benchbench_dddefense.phases import generator
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="default")
+    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    parser.add_argument("--rows", type=int, default=8, help="identities shown")
+    parser.add_argument("--real", type=int, default=4, help="real images shown per identity")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("docs/img/dddefense_samples.png"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    task, defense = ReidAdversarialTask(preset=args.preset), DDDefense(preset=args.preset)
+    cache = StageCache(args.cache)
+    data_key, root = data_source(task, RunContext(cache=cache, seed=0, preset=args.preset))
+    size = (task.params.height, task.params.width)
+    train = load_reid_data(root, size, task.params.layout).train
+    num_ids, num_cams = int(train.pids.max()) + 1, int(train.camids.max()) + 1
+
+    key, path = generator(defense, train, num_ids, num_cams, cache, data_key)
+    record = json.loads((path / "stage.json").read_text())
+    print(f"generator stage {key}: built in {record['build_seconds']} s "
+          f"({defense.params.diffusion_steps} steps) -> {path}")
+
+    counts = camera_counts(train.pids, train.camids, num_ids, num_cams)
+    rows = plan(counts, defense.params.delta1, defense.params.delta2)
+    print(f"plan: {len(rows)} images for {len(rows[:, 0].unique())} of {num_ids} identities; before "
+          f"{json.dumps({k: round(v, 3) for k, v in bias_stats(counts).items()})}")
+
+    shown = torch.bincount(rows[:, 0], minlength=num_ids).argsort(descending=True, stable=True)[:args.rows]
+    model = load(path)
+    start = time.perf_counter()
+    fakes = sample(model, shown.repeat_interleave(num_cams), torch.arange(num_cams).repeat(len(shown)), size,
+                   defense.params.sampling_steps, defense.params.diffusion_seed, guidance=defense.params.guidance)
+    per_image = (time.perf_counter() - start) / len(fakes)
+    print(f"sampling: {per_image * 1000:.0f} ms per image ({defense.params.sampling_steps} DDIM steps, "
+          f"guidance {defense.params.guidance}) -> {per_image * len(rows):.0f} s for the plan")
+
+    blank = torch.full((3, *size), 255, dtype=torch.uint8)
+    tiles = []
+    for k, pid in enumerate(shown.tolist()):
+        real = list(train.images[train.pids == pid][:args.real])
+        tiles += real + [blank] * (args.real - len(real) + 1) + list(fakes[k * num_cams:(k + 1) * num_cams])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    grid = make_grid(torch.stack(tiles).float() / 255, nrow=args.real + 1 + num_cams, padding=2, pad_value=1.0)
+    save_image(grid, args.out)
+    print(f"wrote {args.out}: rows = identities {shown.tolist()} (training labels); left: real, right: "
+          f"generated for cameras 1..{num_cams}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""The two phases of DDDefense wired to the ReID trainer's hooks and the stage cache.
+
+- ``balanced_training_set``: generator stage (trained once per data set and image size,
+  or loaded from ``diffusion_path``) -> extension stage (the planned images sampled and
+  written in Market-1501 layout, once per generator and balancing params) -> the
+  training set plus the extension. Neither stage depends on the cell's seed or on the
+  phase-2 params, so every seed and the ``self_meta`` ablation share them.
+- ``AdversarialPhase``: one training step, FNES adversarial training alone or inside the
+  self-meta update.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from benchbench.cells import stable_hash
+from benchbench.errors import ConfigError, DataError
+from benchbench.reid.data import NAME, ImageSet, LayoutDataset
+from benchbench.reid.models import extract_features
+from benchbench.reid.trainer import Batch, TrainRun
+from benchbench.stages import StageCache
+from benchbench_dddefense import balancing, diffusion
+from benchbench_dddefense.fnes import farthest_targets, fnes_loss
+from benchbench_dddefense.meta import first_order_meta_step, self_consistency, split_identities, split_pool
+
+
+def train_pid_names(root: Path, layout: str) -> dict[int, int]:
+    """Training label -> the data set's identity number, from torchreid's parse of the
+    layout (the same relabelling the data layer used)."""
+    return {label: int(NAME.match(Path(path).name).group(1))
+            for path, label, *_ in LayoutDataset(root, layout).train}
+
+
+def generator(defense, train: ImageSet, num_ids: int, num_cams: int, cache: StageCache,
+              data_key: str) -> tuple[str, Path]:
+    """``(key, folder)`` of the generator: ``diffusion_path`` fingerprinted by its files,
+    or a stage trained here (``unet/``, ``condition.safetensors``, ``diffusion.json``,
+    ``train_log.json``)."""
+    p = defense.params
+    if p.diffusion_path:
+        source = Path(p.diffusion_path).expanduser()
+        files = sorted((f.relative_to(source).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
+                       for f in source.rglob("*") if f.is_file())
+        return stable_hash({"diffusion_path": str(source), "files": files}), source
+    config = diffusion.DiffusionConfig(size=tuple(p.diffusion_size), channels=tuple(p.diffusion_channels),
+                                       train_steps=p.diffusion_steps, batch_size=p.diffusion_batch,
+                                       lr=p.diffusion_lr)
+    levels = 2 ** (len(config.channels) - 1)
+    if config.size[0] % levels or config.size[1] % levels:
+        raise ConfigError(f"dddefense: diffusion_size {list(config.size)} must be divisible by {levels} "
+                          f"(2 ** (len(diffusion_channels) - 1)) for the UNet's down-sampling")
+
+    def build(out: Path) -> None:  # its build time is in the stage's stage.json
+        model, losses = diffusion.train_diffusion(train.images, train.pids, train.camids, num_ids, num_cams,
+                                                  config, p.diffusion_seed)
+        diffusion.save(model, out)
+        (out / "train_log.json").write_text(json.dumps(
+            {"config": diffusion.config_dict(config),
+             "loss_per_100_steps": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 5)
+                                    for i in range(0, len(losses), 100)]}, indent=1))
+
+    parts = {"data": data_key, "size": list(train.images.shape[-2:]), "ids": num_ids, "cams": num_cams,
+             "config": diffusion.config_dict(config), "seed": p.diffusion_seed, "version": defense.version}
+    stage = cache.get_or_build("dddefense-generator", parts, build)
+    return stage.key, stage.path
+
+
+def balanced_training_set(defense, train: ImageSet, run: TrainRun) -> ImageSet:
+    """``train`` plus the generated extension (read back from its Market-1501 files)."""
+    p = defense.params
+    if run.cache is None or run.data_root is None:
+        raise ConfigError("dddefense balance: true needs the task's stage cache and a layout folder "
+                          "(run it through the reid-adversarial task), or set balance: false")
+    num_ids, num_cams = run.num_classes, int(train.camids.max()) + 1
+    counts = balancing.camera_counts(train.pids, train.camids, num_ids, num_cams)
+    rows = balancing.plan(counts, p.delta1, p.delta2)
+    size = tuple(train.images.shape[-2:])
+    gen_key, gen_path = generator(defense, train, num_ids, num_cams, run.cache, run.data_key)
+    names = train_pid_names(run.data_root, run.layout)
+
+    def build(out: Path) -> None:
+        model = diffusion.load(gen_path)
+        if model.num_ids != num_ids or model.num_cams < num_cams:
+            raise DataError(f"{gen_path}: the generator knows {model.num_ids} identities and {model.num_cams} "
+                            f"cameras; this training set has {num_ids} and {num_cams}")
+        images = diffusion.sample(model, rows[:, 0], rows[:, 1], train.images, train.pids, p.sampling_steps,
+                                  p.diffusion_seed, guidance=p.guidance)
+        pids = torch.tensor([names[int(label)] for label in rows[:, 0]], dtype=torch.int64)
+        balancing.write_layout(out, images, pids, rows[:, 1])
+        after = counts + balancing.camera_counts(rows[:, 0], rows[:, 1], num_ids, num_cams)
+        (out / "plan.json").write_text(json.dumps(
+            {"generated": len(rows), "delta1": p.delta1, "delta2": p.delta2,
+             "before": balancing.bias_stats(counts), "after": balancing.bias_stats(after)}, indent=1))
+
+    parts = {"generator": gen_key, "size": list(size), "delta1": p.delta1, "delta2": p.delta2,
+             "sampling_steps": p.sampling_steps, "guidance": p.guidance, "seed": p.diffusion_seed,
+             "version": defense.version}
+    stage = run.cache.get_or_build("dddefense-balanced", parts, build)
+    extension = balancing.read_layout(stage.path, size, {pid: label for label, pid in names.items()})
+    return train.concat(extension)
+
+
+class AdversarialPhase:
+    """Per-step training: FNES adversarial training, alone or in the self-meta update.
+
+    Attacks are built once per training (their random starts then differ per batch):
+    FNA with a random start as FNES's inner attack, and each pool attack at the same
+    budget for self-meta.
+    """
+
+    def __init__(self, params, run: TrainRun):
+        self.p = params
+        budget = {"eps": params.eps, "alpha": params.alpha, "steps": params.steps}
+        self.fnes_attack = run.build_attack("fna", {**budget, "pull": "prototype", "random_start": True})
+        self.pool = {name: run.build_attack(name, budget) for name in params.attack_pool} \
+            if params.self_meta else {}
+
+    def step(self, batch: Batch, run: TrainRun) -> dict[str, float]:
+        clean = extract_features(run.model, batch.images)  # eval mode, as the attacks see it
+        if not self.p.self_meta:
+            return run.optimize(self.terms(batch, self.fnes_attack, clean, run))
+        gen = run.generator
+        meta_train, meta_test = split_identities(batch.pids, self.p.meta_train_ratio, gen)
+        seen, held_out = split_pool(self.p.attack_pool, self.p.seen_ratio, gen)
+        pick = lambda names: self.pool[names[int(torch.randint(len(names), (1,), generator=gen))]]  # noqa: E731
+
+        def loss(mask: torch.Tensor, attack) -> torch.Tensor:
+            return sum(self.terms(batch.subset(mask), attack, clean[mask], run).values())
+
+        train_loss, test_loss = first_order_meta_step(
+            list(run.model.parameters()), run.optimizer, lambda: loss(meta_train, pick(seen)),
+            lambda: loss(meta_test, pick(held_out)), self.p.meta_lr, self.p.meta_test_weight)
+        return {"meta_train": train_loss, "meta_test": test_loss}
+
+    def terms(self, batch: Batch, attack, clean: torch.Tensor, run: TrainRun) -> dict[str, torch.Tensor]:
+        """CE + FNES (+ self-consistency under self-meta) on ``batch``'s attacked version."""
+        adv = replace(batch, images=attack(batch.images, batch.pids))
+        out = run.forward(adv)
+        targets = farthest_targets(clean, batch.pids)
+        terms = {"ce": run.config.ce_weight * run.ce(out.logits, batch.pids),
+                 "fnes": run.config.triplet_weight * fnes_loss(out.features, batch.pids, targets,
+                                                               self.p.fnes_temperature)}
+        if self.p.self_meta:
+            terms["self"] = self.p.self_weight * self_consistency(out.features, clean)
+        return terms
