@@ -107,16 +107,17 @@ class AdversarialPhase:
     """Per-step training: FNES adversarial training, alone or in the self-meta update.
 
     Attacks are built once per training (their random starts then differ per batch):
-    FNA with a random start as FNES's inner attack, and each pool attack at the same
-    budget for self-meta.
+    under self-meta every pool attack at the training budget, otherwise FNA (farthest
+    identity prototype, random start) as FNES's inner attack.
     """
 
     def __init__(self, params, run: TrainRun):
         self.p = params
         budget = {"eps": params.eps, "alpha": params.alpha, "steps": params.steps}
-        self.fnes_attack = run.build_attack("fna", {**budget, "pull": "prototype", "random_start": True})
-        self.pool = {name: run.build_attack(name, budget) for name in params.attack_pool} \
-            if params.self_meta else {}
+        if params.self_meta:
+            self.pool = {name: run.build_attack(name, budget) for name in params.attack_pool}
+        else:
+            self.fnes_attack = run.build_attack("fna", {**budget, "pull": "prototype", "random_start": True})
 
     def step(self, batch: Batch, run: TrainRun) -> dict[str, float]:
         clean = extract_features(run.model, batch.images)  # eval mode, as the attacks see it
@@ -125,14 +126,15 @@ class AdversarialPhase:
         gen = run.generator
         meta_train, meta_test = split_identities(batch.pids, self.p.meta_train_ratio, gen)
         seen, held_out = split_pool(self.p.attack_pool, self.p.seen_ratio, gen)
-        pick = lambda names: self.pool[names[int(torch.randint(len(names), (1,), generator=gen))]]  # noqa: E731
+        inner, outer = (self.pool[names[int(torch.randint(len(names), (1,), generator=gen))]]
+                        for names in (seen, held_out))
 
         def loss(mask: torch.Tensor, attack) -> torch.Tensor:
             return sum(self.terms(batch.subset(mask), attack, clean[mask], run).values())
 
         train_loss, test_loss = first_order_meta_step(
-            list(run.model.parameters()), run.optimizer, lambda: loss(meta_train, pick(seen)),
-            lambda: loss(meta_test, pick(held_out)), self.p.meta_lr, self.p.meta_test_weight)
+            list(run.model.parameters()), run.optimizer, lambda: loss(meta_train, inner),
+            lambda: loss(meta_test, outer), self.p.meta_lr, self.p.meta_test_weight)
         return {"meta_train": train_loss, "meta_test": test_loss}
 
     def terms(self, batch: Batch, attack, clean: torch.Tensor, run: TrainRun) -> dict[str, torch.Tensor]:
