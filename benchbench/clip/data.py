@@ -1,0 +1,220 @@
+"""Image-caption pairs and labelled evaluation sets as Hugging Face ``datasets``.
+
+User data is read with ``datasets`` from one of three layouts (all offline):
+
+- an ``imagefolder``: image files plus ``metadata.jsonl`` / ``metadata.csv`` with a
+  ``file_name`` column and a caption column (pairs), or ``train/`` and ``test/`` folders
+  with one subfolder per class (evaluation set; class names are the folder names);
+- parquet: one ``.parquet`` file or a folder of them, with an image column
+  (``{"bytes", "path"}`` structs, as ``datasets`` writes them) and a caption or label column;
+- a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
+
+Every image is decoded once when the base data is built (``standardise``): a corrupt
+file stops the run with a ``DataError`` that names it, instead of a crash mid-training.
+Images are resized (shorter side) and centre-cropped to the model's input size and
+stored as PNG, so everything downstream (poisoning, triggers, training, evaluation)
+works on one resolution. The whole set is decoded into one uint8 tensor for training:
+the right trade-off for the CPU-sized sets this benchmark runs by default; paper-scale
+data would need a streaming loader instead.
+"""
+from __future__ import annotations
+
+import io
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import datasets
+import numpy as np
+import torch
+from PIL import Image
+
+from benchbench.errors import DataError
+
+IMAGE, CAPTION, LABEL, POISON = "image", "caption", "label", "is_poison"
+TEMPLATES_FILE = "templates.json"
+DEFAULT_TEMPLATES = ("a photo of a {}.",)
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """``datasets`` prints a progress bar per split; the grid has its own display."""
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            datasets.enable_progress_bars()
+
+
+def load_any(path: str | Path, cache_dir: str | Path | None = None) -> datasets.DatasetDict:
+    """Load ``path`` (imagefolder, parquet or save_to_disk) as a ``DatasetDict``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; give an imagefolder, parquet or save_to_disk path")
+    cache = None if cache_dir is None else str(cache_dir)
+    with quiet():
+        try:
+            if path.is_file() and path.suffix == ".parquet":
+                loaded = datasets.load_dataset("parquet", data_files=str(path), cache_dir=cache)
+            elif (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+                loaded = datasets.load_from_disk(str(path))
+            elif path.is_dir() and any(path.rglob("*.parquet")):
+                loaded = datasets.load_dataset("parquet", data_dir=str(path), cache_dir=cache)
+            elif path.is_dir():
+                loaded = datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache)
+            else:
+                raise DataError(f"{path}: not a .parquet file or a folder; give an imagefolder, parquet or "
+                                "save_to_disk path")
+        except DataError:
+            raise
+        except Exception as exc:  # datasets raises many types for unreadable layouts
+            raise DataError(f"{path}: cannot load as a data set ({type(exc).__name__}: {exc}); see "
+                            "benchbench.clip.data for the accepted layouts") from None
+    return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)
+
+
+def _require(ds: datasets.Dataset, column: str, param: str, source: Path) -> None:
+    if column not in ds.column_names:
+        raise DataError(f"{source}: no column '{column}' (columns: {', '.join(ds.column_names)}); "
+                        f"set the task param '{param}'")
+
+
+def _decode(value: dict | Image.Image, where: str) -> Image.Image:
+    try:
+        if isinstance(value, Image.Image):
+            image = value
+        elif value.get("bytes") is not None:
+            image = Image.open(io.BytesIO(value["bytes"]))
+        else:
+            image = Image.open(value["path"])
+        image.load()
+        return image.convert("RGB")
+    except Exception as exc:  # PIL raises OSError, UnidentifiedImageError, SyntaxError...
+        raise DataError(f"{where}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it") from None
+
+
+def _fit(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to ``size`` and centre-crop (CLIP's eval preprocessing)."""
+    w, h = image.size
+    if (w, h) == (size, size):
+        return image
+    scale = size / min(w, h)
+    image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = image.size
+    left, top = (w - size) // 2, (h - size) // 2
+    return image.crop((left, top, left + size, top + size))
+
+
+def standardise(ds: datasets.Dataset, source: Path, image_column: str, size: int,
+                keep: dict[str, str], param: str = "image_column") -> datasets.Dataset:
+    """Decode every image (``DataError`` naming a corrupt file), fit it to ``size`` x ``size``,
+    and keep only the image column plus ``keep`` (``{source column: new name}``)."""
+    _require(ds, image_column, param, source)
+    ds = ds.cast_column(image_column, datasets.Image(decode=False))
+    images, where = [], lambda i, v: (v.get("path") if isinstance(v, dict) else None) or f"{source} row {i}"
+    for i, value in enumerate(ds[image_column]):
+        images.append(_fit(_decode(value, str(where(i, value))), size))
+    columns = {new: list(ds[old]) for old, new in keep.items()}
+    features = {new: ds.features[old] for old, new in keep.items()}
+    return datasets.Dataset.from_dict({IMAGE: images, **columns},
+                                      features=datasets.Features({IMAGE: datasets.Image(), **features}))
+
+
+def load_pairs(path: str | Path, size: int, image_column: str = IMAGE, caption_column: str = CAPTION,
+               cache_dir: str | Path | None = None) -> datasets.Dataset:
+    """Image-caption pairs from ``path`` as a ``Dataset`` with columns ``image``, ``caption``."""
+    path = Path(path)
+    dd = load_any(path, cache_dir)
+    split = "train" if "train" in dd else next(iter(dd))
+    ds = dd[split]
+    _require(ds, caption_column, "caption_column", path)
+    return standardise(ds, path, image_column, size, {caption_column: CAPTION})
+
+
+def load_labelled(path: str | Path, size: int, image_column: str = IMAGE, label_column: str = LABEL,
+                  cache_dir: str | Path | None = None) -> datasets.DatasetDict:
+    """A labelled evaluation set: splits ``test`` (required) and ``train`` (for the linear
+    probe), columns ``image`` and ``label`` (a ``ClassLabel``: its names are the classes)."""
+    path = Path(path)
+    dd = load_any(path, cache_dir)
+    if "test" not in dd:
+        raise DataError(f"{path}: no 'test' split (splits: {', '.join(dd)}); put the evaluation images "
+                        "under test/<class>/ (and linear-probe images under train/<class>/)")
+    out = {}
+    for split, ds in dd.items():
+        _require(ds, label_column, "eval_label_column", path)
+        if not isinstance(ds.features[label_column], datasets.ClassLabel):
+            raise DataError(f"{path}: column '{label_column}' is not a ClassLabel; use class subfolders or "
+                            "cast it with Dataset.class_encode_column")
+        out[split] = standardise(ds, path, image_column, size, {label_column: LABEL}, "eval_image_column")
+    return datasets.DatasetDict(out)
+
+
+def load_templates(path: str | Path) -> tuple[str, ...]:
+    """Zero-shot prompt templates from ``templates.json`` next to the eval set, if any."""
+    file = Path(path) / TEMPLATES_FILE
+    if not file.is_file():
+        return DEFAULT_TEMPLATES
+    templates = json.loads(file.read_text())
+    if not (isinstance(templates, list) and templates and all(isinstance(t, str) and "{}" in t
+                                                              for t in templates)):
+        raise DataError(f"{file}: must be a JSON list of strings each containing '{{}}'")
+    return tuple(templates)
+
+
+def to_uint8(images: list[Image.Image] | datasets.Dataset) -> torch.Tensor:
+    """Decoded PIL images (or a dataset's ``image`` column) -> uint8 tensor (N, 3, S, S)."""
+    if isinstance(images, datasets.Dataset):
+        images = list(images[IMAGE])
+    return torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """uint8 tensor (N, 3, S, S) -> PIL images (to write poisoned rows back to a dataset)."""
+    return [Image.fromarray(a) for a in images.permute(0, 2, 3, 1).numpy()]
+
+
+@dataclass
+class Labelled:
+    """An evaluation split in memory: uint8 images, integer labels and class names."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8
+    labels: torch.Tensor  # (N,) long
+    classes: tuple[str, ...]
+
+    @classmethod
+    def from_dataset(cls, ds: datasets.Dataset) -> "Labelled":
+        return cls(to_uint8(ds), torch.tensor(list(ds[LABEL]), dtype=torch.long), tuple(ds.features[LABEL].names))
+
+
+def class_names(ds: datasets.Dataset) -> tuple[str, ...]:
+    return tuple(ds.features[LABEL].names)
+
+
+def _png(image: Image.Image) -> dict:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def edit_pairs(ds: datasets.Dataset, replace: dict[int, tuple[Image.Image, str]],
+               add: list[tuple[Image.Image, str]]) -> datasets.Dataset:
+    """Pairs with rows ``replace``d and rows ``add``ed, flagged in ``is_poison``.
+
+    Works on the encoded images, so untouched rows are copied, not decoded again.
+    """
+    images = list(ds.cast_column(IMAGE, datasets.Image(decode=False))[IMAGE])
+    captions = list(ds[CAPTION])
+    flags = [False] * len(ds)
+    for row, (image, caption) in replace.items():
+        images[row], captions[row], flags[row] = _png(image), caption, True
+    images += [_png(image) for image, _ in add]
+    captions += [caption for _, caption in add]
+    flags += [True] * len(add)
+    features = datasets.Features({IMAGE: datasets.Image(), CAPTION: datasets.Value("string"),
+                                  POISON: datasets.Value("bool")})
+    return datasets.Dataset.from_dict({IMAGE: images, CAPTION: captions, POISON: flags}, features=features)

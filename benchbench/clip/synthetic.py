@@ -1,0 +1,253 @@
+"""A deterministic synthetic world of captioned images, written as user data would be.
+
+The CLIP track needs image-caption pairs that train in seconds on a CPU and that no
+download provides, so this module draws them. Every image shows one or two objects;
+each object has a shape, a colour, a size, a texture and a position, on a background
+with its own pattern. Captions name the objects from varied templates and mention each
+attribute only sometimes, as alt text does. Two-object images are captioned with the
+binding of attributes to objects ("a red circle to the left of a blue square"), so a
+model that only pools global features confuses compositions that token-level matching
+(patch tokens vs word tokens) can separate.
+
+The labelled evaluation set shows one object per image; its class is the shape, a word
+every training caption of that shape contains, so zero-shot classification with "a photo
+of a {shape}." is meaningful. Everything is written to disk in the formats the loaders
+in ``benchbench.clip.data`` read for user data (an ``imagefolder`` with
+``metadata.jsonl`` for the pairs; an ``imagefolder`` with ``train/`` and ``test/`` class
+subfolders plus ``templates.json`` for the evaluation set), so the synthetic path runs
+the real one.
+"""
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+SHAPES = ("circle", "square", "triangle", "bar", "cross", "ring", "star", "crescent")
+COLOURS = {
+    "red": (215, 40, 40), "green": (40, 165, 60), "blue": (45, 80, 225), "yellow": (240, 215, 35),
+    "purple": (140, 55, 185), "orange": (245, 135, 25), "cyan": (40, 200, 215), "white": (240, 240, 240),
+}
+BACKGROUNDS = ("gray", "dark", "striped", "checkered")
+BACKGROUND_P = (0.4, 0.3, 0.15, 0.15)
+TEXTURES = ("solid", "striped", "dotted")
+SIZES = {"small": (0.45, 0.55), "large": (0.62, 0.75)}  # object extent as a fraction of the image
+PAIR_SCALE = 0.6  # two objects share the image
+TEXTURE_P = (0.8, 0.1, 0.1)
+CANVAS = 128  # draw on at least this many pixels and downsample: smooth edges at 32 px
+ZERO_SHOT_TEMPLATES = ("a photo of a {}.", "a {}.", "an image of a {}.", "a picture showing a {}.",
+                       "there is a {}.")
+
+SINGLE_TEMPLATES = (
+    "{a_obj}", "a photo of {a_obj}", "an image of {a_obj}", "{a_obj} {where}", "there is {a_obj} {where}",
+    "{a_obj} on a {bg} background", "a picture showing {a_obj} on a {bg} background",
+    "a photo of {a_obj} {where}", "{a_obj}, {where}",
+)
+PAIR_TEMPLATES = (
+    "{a_obj1} and {a_obj2}", "{a_obj1} {rel} {a_obj2}", "a photo of {a_obj1} {rel} {a_obj2}",
+    "two shapes: {a_obj1} and {a_obj2}", "{a_obj1} {rel} {a_obj2} on a {bg} background",
+    "an image of {a_obj1} next to {a_obj2}",
+)
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """Everything that determines the generated files (hashed into the data stage key)."""
+
+    n_pairs: int = 5000
+    n_eval_train: int = 800  # labelled images for the linear probe (train + validation)
+    n_eval_test: int = 400
+    image_size: int = 32
+    two_object_fraction: float = 0.3
+    jitter: float = 0.05  # how far a single object's centre may stray from the image centre
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Thing:
+    shape: str
+    colour: str
+    size: str
+    texture: str
+    centre: tuple[float, float]  # (x, y) in [0, 1]
+    extent: float  # fraction of the image side
+
+
+def _article(phrase: str) -> str:
+    return ("an " if phrase[0] in "aeiou" else "a ") + phrase
+
+
+def _where(x: float, y: float) -> str:
+    dx, dy = x - 0.5, y - 0.5
+    if max(abs(dx), abs(dy)) < 0.12:
+        return "in the center"
+    if abs(dx) >= abs(dy):
+        return "on the left" if dx < 0 else "on the right"
+    return "at the top" if dy < 0 else "at the bottom"
+
+
+class World:
+    """Draws scenes and writes captions; one ``numpy`` generator makes it deterministic."""
+
+    def __init__(self, spec: SyntheticSpec):
+        self.spec = spec
+        self.rng = np.random.default_rng(spec.seed)
+        self.supersample = max(1, CANVAS // spec.image_size)
+
+    # -- scenes ------------------------------------------------------------------------
+    def thing(self, shape: str | None, centre_box: tuple[float, float, float, float], scale: float = 1.0) -> Thing:
+        """A random object whose centre is uniform in ``centre_box`` (x0, y0, x1, y1)."""
+        r = self.rng
+        size = str(r.choice(list(SIZES)))
+        x0, y0, x1, y1 = centre_box
+        return Thing(shape=shape or str(r.choice(SHAPES)), colour=str(r.choice(list(COLOURS))), size=size,
+                     texture=str(r.choice(TEXTURES, p=TEXTURE_P)), centre=(float(r.uniform(x0, x1)),
+                                                                           float(r.uniform(y0, y1))),
+                     extent=float(r.uniform(*SIZES[size])) * scale)
+
+    def scene(self, n_objects: int, shape: str | None = None) -> tuple[list[Thing], str]:
+        background = str(self.rng.choice(BACKGROUNDS, p=BACKGROUND_P))
+        if n_objects == 1:
+            j = self.spec.jitter
+            return [self.thing(shape, (0.5 - j, 0.5 - j, 0.5 + j, 0.5 + j))], background
+        horizontal = self.rng.random() < 0.5  # side by side, or one above the other
+        boxes = [(0.2, 0.3, 0.26, 0.7), (0.74, 0.3, 0.8, 0.7)]  # centres; objects never overlap
+        if not horizontal:
+            boxes = [(y0, x0, y1, x1) for x0, y0, x1, y1 in boxes]
+        first = self.thing(None, boxes[0], PAIR_SCALE)
+        second = self.thing(None, boxes[1], PAIR_SCALE)
+        while (second.shape, second.colour) == (first.shape, first.colour):
+            second = self.thing(None, boxes[1], PAIR_SCALE)
+        return [first, second], background
+
+    def draw(self, things: list[Thing], background: str) -> Image.Image:
+        size = self.spec.image_size * self.supersample
+        canvas = self._background(background, size)
+        for t in things:
+            mask = Image.new("L", (size, size), 0)
+            _draw_shape(ImageDraw.Draw(mask), t, size)
+            canvas.paste(self._fill(t, size), (0, 0), mask)
+        return canvas.resize((self.spec.image_size,) * 2, Image.LANCZOS)
+
+    def _background(self, kind: str, size: int) -> Image.Image:
+        r = self.rng
+        base = np.array([r.integers(70, 150)] * 3, dtype=np.float32) + r.normal(0, 10, 3)
+        if kind == "dark":
+            base = base * 0.35
+        img = np.broadcast_to(base, (size, size, 3)).astype(np.float32)
+        period = int(r.integers(3, 6)) * self.supersample * 2
+        if kind in ("striped", "checkered"):
+            img = img * _pattern({"striped": "dstripes", "checkered": "checks"}[kind], size, period)
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+    def _fill(self, t: Thing, size: int) -> Image.Image:
+        colour = np.array(COLOURS[t.colour], dtype=np.float32) + self.rng.normal(0, 12, 3)
+        pattern = {"solid": "solid", "striped": "hstripes", "dotted": "dots"}[t.texture]
+        img = colour * _pattern(pattern, size, 2 * self.supersample)
+        return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+
+    # -- captions ----------------------------------------------------------------------
+    def phrase(self, t: Thing) -> str:
+        """Name the shape always, other attributes with the frequencies of casual alt text."""
+        r = self.rng
+        words = []
+        if r.random() < 0.3:
+            words.append(t.size)
+        if t.texture != "solid" and r.random() < 0.4:
+            words.append(t.texture)
+        if r.random() < 0.5:
+            words.append(t.colour)
+        return _article(" ".join([*words, t.shape]))
+
+    def caption(self, things: list[Thing], background: str) -> str:
+        bg = "plain gray" if background == "gray" else background
+        if len(things) == 1:
+            template = str(self.rng.choice(SINGLE_TEMPLATES))
+            return template.format(a_obj=self.phrase(things[0]), where=_where(*things[0].centre), bg=bg)
+        first, second = things
+        horizontal = abs(first.centre[0] - second.centre[0]) > abs(first.centre[1] - second.centre[1])
+        rel = "to the left of" if horizontal else "above"
+        if self.rng.random() < 0.5:  # name them in either order; the relation follows
+            first, second = second, first
+            rel = "to the right of" if horizontal else "below"
+        template = str(self.rng.choice(PAIR_TEMPLATES))
+        return template.format(a_obj1=self.phrase(first), a_obj2=self.phrase(second), rel=rel, bg=bg)
+
+
+@functools.lru_cache(maxsize=32)
+def _pattern(kind: str, size: int, period: int) -> np.ndarray:
+    """Brightness multiplier (size, size, 1) of a texture or background pattern."""
+    yy, xx = np.mgrid[0:size, 0:size]
+    dark = {
+        "solid": np.zeros((size, size), bool),
+        "hstripes": (yy // period) % 2 == 0,
+        "dstripes": ((xx + yy) // period) % 2 == 0,
+        "dots": ((yy // period) % 2 == 0) & ((xx // period) % 2 == 0),
+        "checks": ((xx // period) + (yy // period)) % 2 == 0,
+    }[kind]
+    return np.where(dark, 0.55, 1.0).astype(np.float32)[..., None]
+
+
+def _draw_shape(d: ImageDraw.ImageDraw, t: Thing, size: int) -> None:
+    cx, cy = t.centre[0] * size, t.centre[1] * size
+    h = t.extent * size / 2
+    box = (cx - h, cy - h, cx + h, cy + h)
+    if t.shape == "circle":
+        d.ellipse(box, fill=255)
+    elif t.shape == "ring":
+        d.ellipse(box, fill=255)
+        d.ellipse((cx - h * 0.55, cy - h * 0.55, cx + h * 0.55, cy + h * 0.55), fill=0)
+    elif t.shape == "square":
+        d.rectangle((cx - h * 0.9, cy - h * 0.9, cx + h * 0.9, cy + h * 0.9), fill=255)
+    elif t.shape == "triangle":
+        d.polygon([(cx, cy - h), (cx + h, cy + h * 0.8), (cx - h, cy + h * 0.8)], fill=255)
+    elif t.shape == "bar":
+        d.rectangle((cx - h, cy - h * 0.32, cx + h, cy + h * 0.32), fill=255)
+    elif t.shape == "cross":
+        w = h * 0.33
+        d.rectangle((cx - w, cy - h, cx + w, cy + h), fill=255)
+        d.rectangle((cx - h, cy - w, cx + h, cy + w), fill=255)
+    elif t.shape == "star":
+        angles = np.pi / 2 + np.arange(10) * np.pi / 5
+        radii = np.where(np.arange(10) % 2 == 0, h, h * 0.42)
+        d.polygon([(cx + r * np.cos(a), cy - r * np.sin(a)) for a, r in zip(angles, radii)], fill=255)
+    elif t.shape == "crescent":
+        d.ellipse(box, fill=255)
+        d.ellipse((cx - h * 0.35, cy - h * 1.05, cx + h * 1.35, cy + h * 0.75), fill=0)
+    else:
+        raise ValueError(f"unknown shape {t.shape}")
+
+
+def write_world(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> tuple[Path, Path]:
+    """Write the pairs and the labelled evaluation set under ``out_dir``.
+
+    Returns ``(pairs_dir, eval_dir)``: an ``imagefolder`` with ``train/metadata.jsonl``
+    (columns ``file_name``, ``caption``) and an ``imagefolder`` with
+    ``{train,test}/<shape>/*.png`` plus ``templates.json``.
+    """
+    out = Path(out_dir)
+    world = World(spec)
+    pairs = out / "pairs" / "train"
+    pairs.mkdir(parents=True)
+    with open(pairs / "metadata.jsonl", "w") as meta:
+        for i in range(spec.n_pairs):
+            n_objects = 2 if world.rng.random() < spec.two_object_fraction else 1
+            things, background = world.scene(n_objects)
+            name = f"{i:06d}.png"
+            world.draw(things, background).save(pairs / name)
+            meta.write(json.dumps({"file_name": name, "caption": world.caption(things, background)}) + "\n")
+    evaluation = out / "eval"
+    for split, n in (("train", spec.n_eval_train), ("test", spec.n_eval_test)):
+        for i in range(n):
+            shape = SHAPES[i % len(SHAPES)]  # balanced classes
+            things, background = world.scene(1, shape)
+            folder = evaluation / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            world.draw(things, background).save(folder / f"{i:06d}.png")
+    evaluation.mkdir(parents=True, exist_ok=True)
+    (evaluation / "templates.json").write_text(json.dumps(list(ZERO_SHOT_TEMPLATES), indent=1))
+    return out / "pairs", evaluation

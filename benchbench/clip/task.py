@@ -1,0 +1,219 @@
+"""The CLIP poisoning track: one grid cell = data -> attack -> defense -> evaluators.
+
+Stages (content-hashed in ``ctx.cache``, so shared work happens once per grid):
+
+``clip-data``       the base data, once per data protocol: training pairs, the trusted
+                    clean pairs some defenses fine-tune on, the labelled evaluation set
+                    (all resized to the model's input) and the zero-shot templates;
+``clip-poisoned``   once per attack and seed, reused by every defense;
+``clip-model``      once per poisoned set, defense and seed (weights as safetensors,
+                    plus the training log).
+
+An attacked cell also evaluates its probe on the model the same defense trained on clean
+data (the ``none`` attack's model for that seed, a cache hit when the clean cell ran):
+the ``asr_clean`` base rate next to the ASR.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+import datasets
+import numpy as np
+import torch
+from pydantic import Field
+
+import benchbench
+from benchbench.api import Params, Task
+from benchbench.cells import ResolvedCell
+from benchbench.clip import data as clip_data
+from benchbench.clip.api import ClipDataAttack, ClipDefense, NoPoison, Poisoned
+from benchbench.clip.evaluation import EvalInputs
+from benchbench.clip.model import ClipModel, ModelSpec, input_size
+from benchbench.clip.synthetic import SyntheticSpec, write_world
+from benchbench.clip.trainer import PairSet, TrainConfig
+from benchbench.context import RunContext
+from benchbench.errors import ConfigError
+from benchbench.stages import Stage
+
+SYNTHETIC = "synthetic"
+TRAIN_LOG = "train_log.json"
+
+
+class ClipPoisoningTask(Task):
+    name = "clip-poisoning"
+    track = "clip"
+    version = "1"
+    description = "CLIP pre-training on poisoned image-caption pairs; zero-shot, linear-probe and ASR evaluation"
+
+    class Params(Params):
+        data: str = Field(SYNTHETIC, description="'synthetic' (the built-in shapes world) or a path to image-"
+                                                 "caption pairs: imagefolder with metadata.jsonl/csv, parquet, "
+                                                 "or a save_to_disk folder")
+        image_column: str = Field(clip_data.IMAGE, description="image column of the pairs")
+        caption_column: str = Field(clip_data.CAPTION, description="caption column of the pairs")
+        eval_data: str | None = Field(None, description="labelled evaluation set (imagefolder with test/<class>/ "
+                                                        "and train/<class>/, or save_to_disk); needed with a data "
+                                                        "path")
+        eval_image_column: str = Field(clip_data.IMAGE, description="image column of the evaluation set")
+        eval_label_column: str = Field(clip_data.LABEL, description="ClassLabel column of the evaluation set")
+        templates: list[str] | None = Field(None, description="zero-shot prompt templates containing '{}'; None: "
+                                                              "the evaluation set's templates.json, else "
+                                                              "'a photo of a {}.'")
+        n_train: int = Field(5000, ge=1, description="training pairs (synthetic: generated; a path: a seeded "
+                                                     "subsample of at most this many)")
+        n_clean: int = Field(500, ge=0, description="trusted clean pairs held out of training for defenses that "
+                                                    "fine-tune on clean data (CleanCLIP)")
+        n_eval_train: int = Field(800, ge=8, description="synthetic: labelled linear-probe training images")
+        n_eval_test: int = Field(400, ge=8, description="synthetic: labelled test images")
+        data_seed: int = Field(0, description="seed of the synthetic world and of the train/clean split")
+        model: str = Field("bb-tiny-vit", description="open_clip model name (tiny CPU configs: bb-tiny-vit)")
+        pretrained: str | None = Field(None, description="local checkpoint file to start from (never downloaded)")
+        image_size: int | None = Field(None, description="input size override; None: the model config's")
+        context_length: int | None = Field(None, description="tokenizer context override; None: the config's")
+        epochs: int = Field(10, ge=1, description="training epochs (a defense's phases may add their own)")
+        batch_size: int = Field(128, ge=2, description="pairs per contrastive batch")
+        lr: float = Field(5e-3, gt=0, description="peak AdamW learning rate")
+        weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains and biases)")
+        warmup: float = Field(0.1, ge=0, lt=1, description="fraction of steps of linear lr warm-up")
+
+    presets: ClassVar = {
+        "smoke": {"n_train": 256, "n_clean": 64, "n_eval_train": 64, "n_eval_test": 64, "epochs": 1,
+                  "batch_size": 64},
+        "default": {},
+        "paper": {"model": "ViT-B-32", "n_train": 100_000, "n_clean": 10_000, "n_eval_train": 10_000,
+                  "n_eval_test": 5_000, "epochs": 32, "batch_size": 256, "lr": 5e-4, "warmup": 0.02},
+    }
+
+    # -- leaderboard columns -------------------------------------------------------------
+    def dataset_name(self) -> str:
+        return "synthetic-shapes" if self.params.data == SYNTHETIC else Path(self.params.data).name
+
+    def model_name(self) -> str:
+        return self.params.model
+
+    # -- protocol pieces -----------------------------------------------------------------
+    def model_spec(self) -> ModelSpec:
+        p = self.params
+        return ModelSpec(p.model, p.pretrained, p.image_size, p.context_length)
+
+    def train_config(self, seed: int, progress: bool) -> TrainConfig:
+        p = self.params
+        return TrainConfig(p.epochs, p.batch_size, p.lr, p.weight_decay, p.warmup, seed, progress)
+
+    def _data_identity(self) -> dict:
+        """What the base data depends on (not the training budget: epochs share data)."""
+        keys = ("data", "image_column", "caption_column", "eval_data", "eval_image_column", "eval_label_column",
+                "n_train", "n_clean", "data_seed")
+        if self.params.data == SYNTHETIC:
+            keys += ("n_eval_train", "n_eval_test")
+        ident = {k: getattr(self.params, k) for k in keys}
+        ident.update(task_version=self.version, image_size=input_size(self.model_spec()))
+        for key in ("data", "eval_data"):
+            if ident[key] not in (None, SYNTHETIC):
+                ident[key + "_fingerprint"] = _fingerprint(Path(ident[key]))
+        return ident
+
+    # -- stages --------------------------------------------------------------------------
+    def base_data(self, ctx: RunContext) -> Stage:
+        return ctx.cache.get_or_build("clip-data", {"data": self._data_identity()}, self._build_base)
+
+    def _build_base(self, out: Path) -> None:
+        p, size = self.params, input_size(self.model_spec())
+        with tempfile.TemporaryDirectory(dir=out) as tmp:
+            if p.data == SYNTHETIC:
+                spec = SyntheticSpec(n_pairs=p.n_train + p.n_clean, n_eval_train=p.n_eval_train,
+                                     n_eval_test=p.n_eval_test, image_size=size, seed=p.data_seed)
+                pairs_path, eval_path = write_world(Path(tmp) / "world", spec)
+                columns = (clip_data.IMAGE, clip_data.CAPTION, clip_data.IMAGE, clip_data.LABEL)
+            elif p.eval_data is None:
+                raise ConfigError("task param eval_data is required with a data path: a labelled evaluation set "
+                                  "with test/<class>/ (and train/<class>/) folders")
+            else:
+                pairs_path, eval_path = Path(p.data), Path(p.eval_data)
+                columns = (p.image_column, p.caption_column, p.eval_image_column, p.eval_label_column)
+            cache = Path(tmp) / "hf-cache"
+            pairs = clip_data.load_pairs(pairs_path, size, columns[0], columns[1], cache_dir=cache)
+            evaluation = clip_data.load_labelled(eval_path, size, columns[2], columns[3], cache_dir=cache)
+            templates = tuple(p.templates) if p.templates else clip_data.load_templates(eval_path)
+        order = np.random.default_rng(p.data_seed).permutation(len(pairs))
+        if len(pairs) <= p.n_clean:
+            raise ConfigError(f"{len(pairs)} pairs cannot spare n_clean={p.n_clean} trusted pairs; lower n_clean")
+        pairs.select(order[p.n_clean:p.n_clean + p.n_train]).save_to_disk(str(out / "train"))
+        pairs.select(order[:p.n_clean]).save_to_disk(str(out / "clean"))
+        evaluation.save_to_disk(str(out / "eval"))
+        (out / clip_data.TEMPLATES_FILE).write_text(json.dumps(list(templates), indent=1))
+
+    def poisoned_data(self, base: Stage, attack: ClipDataAttack, ctx: RunContext) -> Stage:
+        def build(out: Path) -> None:
+            train = datasets.load_from_disk(str(base.path / "train"))
+            test = datasets.load_from_disk(str(base.path / "eval"))["test"]
+            attack.poison(train, test, ctx.seed).save(out)
+
+        return ctx.cache.get_or_build("clip-poisoned", {"data": base.key, "attack": attack.identity(),
+                                                        "seed": ctx.seed}, build)
+
+    def trained_model(self, base: Stage, attack: ClipDataAttack, defense: ClipDefense, ctx: RunContext) -> Stage:
+        poisoned = self.poisoned_data(base, attack, ctx)
+
+        def build(out: Path) -> None:
+            train = Poisoned.load(poisoned.path).train
+            clean = datasets.load_from_disk(str(base.path / "clean"))
+            model = ClipModel.create(self.model_spec(), seed=ctx.seed, device=ctx.device)
+            log = defense.train(model, self.train_config(ctx.seed, ctx.progress),
+                                PairSet.from_dataset(train, model),
+                                clean=PairSet.from_dataset(clean, model) if len(clean) else None,
+                                poison=torch.tensor(train[clip_data.POISON], dtype=torch.bool))
+            model.save(out)
+            defense.save_artifacts(out)
+            (out / TRAIN_LOG).write_text(json.dumps(log, indent=1))
+
+        parts = {"data": poisoned.key, "defense": defense.identity(), "task": self.identity(),
+                 "seed": ctx.seed}
+        return ctx.cache.get_or_build("clip-model", parts, build)
+
+    # -- the cell ------------------------------------------------------------------------
+    def run(self, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
+        with clip_data.quiet():
+            return self._run(cell, ctx)
+
+    def _run(self, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
+        base = self.base_data(ctx)
+        model_stage = self.trained_model(base, cell.attack, cell.defense, ctx)
+        poisoned = Poisoned.load(self.poisoned_data(base, cell.attack, ctx).path)
+        probe = poisoned.probe
+        evaluation = datasets.load_from_disk(str(base.path / "eval"))
+        clean_fn = None
+        if probe is not None:
+            def clean_fn() -> ClipModel:
+                stage = self.trained_model(base, NoPoison(), cell.defense, ctx)
+                return ClipModel.load(stage.path, ctx.device)
+
+        inputs = EvalInputs(
+            model=ClipModel.load(model_stage.path, ctx.device),
+            test=clip_data.Labelled.from_dataset(evaluation["test"]),
+            templates=tuple(json.loads((base.path / clip_data.TEMPLATES_FILE).read_text())),
+            attack=cell.attack, probe=probe, seed=ctx.seed,
+            probe_train=clip_data.Labelled.from_dataset(evaluation["train"]) if "train" in evaluation else None,
+            clean_model_fn=clean_fn,
+            model_dir=model_stage.path, train=poisoned.train,
+        )
+        return {e.name: e.evaluate(inputs) for e in cell.evaluators}
+
+
+def _fingerprint(path: Path) -> dict:
+    """Cheap identity of user data: file count, total size and latest mtime (a changed
+    file changes the stage key; its content is not hashed)."""
+    if not path.exists():
+        return {"missing": True}
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    stats = [f.stat() for f in files]
+    return {"files": len(files), "bytes": sum(s.st_size for s in stats),
+            "mtime": max((s.st_mtime for s in stats), default=0.0)}
+
+
+@benchbench.hookimpl
+def benchbench_tasks() -> list[type[Task]]:
+    return [ClipPoisoningTask]

@@ -1,0 +1,232 @@
+"""The CLIP contrastive trainer every defense runs, and the hooks it calls.
+
+One loop serves all defenses so that what differs between two leaderboard rows is the
+defense, not the training code. The loop is CLIP's: symmetric InfoNCE with a learnable
+temperature clamped to <= 100, AdamW (no weight decay on gains, biases and the
+temperature, as open_clip trains), linear warm-up then cosine decay per phase, a fixed
+seed for initialisation, batch order and any randomness a hook draws from
+``state.generator``, so a cell is reproducible on CPU.
+
+A defense shapes training through five hooks (defaults in ``ClipDefense``):
+
+``phases(config)``
+    the training plan: a list of ``Phase(name, epochs, data, lr)``. Standard CLIP is one
+    phase over the (poisoned) training pairs. SafeCLIP: a unimodal warm-up phase, one
+    low-lr CLIP epoch, then the main phase. CleanCLIP: the standard phase, then a
+    ``finetune`` phase on the trusted ``clean`` pairs with its own lr.
+``on_epoch_start(state) -> pairing | None``
+    called before each epoch; may return a caption row per image (a LongTensor of
+    length N; -1 drops the image for this epoch) to re-match pairs (RoCLIP/OTCCLIP
+    matching every K epochs), or ``None`` for the data's own pairs. It is also where
+    per-epoch state is recomputed (SafeCLIP's GMM safe set), using
+    ``state.embed_all()`` for embeddings of the whole set (with patch and word tokens
+    if asked).
+``augment(batch, state) -> Batch``
+    replaces the batch before the forward pass (image augmentations, EDA on captions).
+``loss(batch, features, state) -> {term: tensor}``
+    the loss terms, summed and logged per epoch; ``features`` holds global embeddings,
+    the temperature and, if the defense sets ``needs_tokens``, patch tokens, word tokens
+    and the word mask. Extra views are encoded with ``state.model.encode``.
+``on_epoch_end(state)``
+    bookkeeping after an epoch.
+
+The trainer also records, per epoch, how many pairs a re-matching changed and, when it
+is given the ground-truth poison flags (never shown to the defense), the precision and
+recall of those changes against the poisoned pairs: the diagnostics of re-matching
+defenses.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from benchbench.clip.model import ClipModel, Features
+from benchbench.progress import progress
+
+if TYPE_CHECKING:
+    import datasets
+
+    from benchbench.clip.api import ClipDefense
+
+
+@dataclass
+class PairSet:
+    """Image-caption pairs in memory: row i pairs ``images[i]`` with ``captions[i]``."""
+
+    images: torch.Tensor  # (N, 3, S, S) uint8, at the model's input size
+    captions: list[str]
+    tokens: torch.Tensor  # (N, L) token ids of ``captions``
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    @classmethod
+    def from_dataset(cls, ds: "datasets.Dataset", model: ClipModel) -> "PairSet":
+        from benchbench.clip.data import CAPTION, to_uint8
+
+        captions = list(ds[CAPTION])
+        return cls(to_uint8(ds), captions, model.tokenize(captions))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The protocol's training budget: the same for every defense in a grid."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float = 0.1
+    warmup: float = 0.1  # fraction of a phase's steps spent warming the lr up linearly
+    seed: int = 0
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own optimiser and lr schedule."""
+
+    name: str
+    epochs: int
+    data: Literal["train", "clean"] = "train"  # "clean": the trusted pairs the protocol provides
+    lr: float | None = None  # None: the protocol's lr
+
+
+@dataclass
+class Batch:
+    index: torch.Tensor  # image rows of the phase's data
+    caption_index: torch.Tensor  # caption rows paired with them (== index unless re-matched)
+    images: torch.Tensor  # (B, 3, S, S) uint8
+    tokens: torch.Tensor  # (B, L)
+    captions: list[str]
+
+
+@dataclass
+class TrainState:
+    """What hooks see. Draw randomness from ``generator`` to stay reproducible."""
+
+    model: ClipModel
+    data: PairSet
+    config: TrainConfig
+    phase: Phase
+    generator: torch.Generator
+    epoch: int = 0  # within the phase
+    global_epoch: int = 0
+    step: int = 0
+    history: list[dict] = field(default_factory=list)
+
+    @torch.no_grad()
+    def embed_all(self, with_tokens: bool = False, batch_size: int = 512) -> Features:
+        """Embeddings of every image and every caption of ``data`` (own pairing, eval mode)."""
+        net, was_training = self.model.net, self.model.net.training
+        net.eval()
+        try:
+            parts = [self.model.encode(self.data.images[i:i + batch_size], self.data.tokens[i:i + batch_size],
+                                       with_tokens=with_tokens) for i in range(0, len(self.data), batch_size)]
+        finally:
+            net.train(was_training)
+
+        def cat(name: str) -> torch.Tensor | None:
+            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+
+        return Features(cat("image"), cat("text"), parts[0].logit_scale, cat("image_tokens"),
+                        cat("text_tokens"), cat("text_mask"))
+
+
+def _optimizer(model: ClipModel, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW without decay on gains, biases, embeddings of positions and the temperature
+    (open_clip's ``exclude`` rule)."""
+    decay, no_decay = [], []
+    for name, p in model.net.named_parameters():
+        if not p.requires_grad:
+            continue
+        skip = p.ndim < 2 or "bn" in name or "ln" in name or "bias" in name or "logit_scale" in name
+        (no_decay if skip else decay).append(p)
+    groups = [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
+    return torch.optim.AdamW(groups, lr=lr, fused=model.device in ("cpu", "cuda"))
+
+
+def _schedule(opt: torch.optim.Optimizer, total: int, warmup: float) -> torch.optim.lr_scheduler.LRScheduler:
+    warm = max(1, round(total * warmup))
+    return torch.optim.lr_scheduler.SequentialLR(opt, [
+        torch.optim.lr_scheduler.LinearLR(opt, start_factor=1.0 / warm, total_iters=warm),
+        torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total - warm)),
+    ], milestones=[warm])
+
+
+def _rematch_stats(pairing: torch.Tensor, poison: torch.Tensor | None) -> dict[str, float]:
+    changed = pairing != torch.arange(len(pairing))
+    stats = {"rematched": changed.float().mean().item(), "dropped": (pairing < 0).float().mean().item()}
+    if poison is not None and len(poison) == len(pairing):
+        stats["rematch_poison_recall"] = changed[poison].float().mean().item() if poison.any() else math.nan
+        stats["rematch_precision"] = poison[changed].float().mean().item() if changed.any() else math.nan
+    return stats
+
+
+def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: PairSet,
+          clean: PairSet | None = None, poison: torch.Tensor | None = None) -> list[dict]:
+    """Train ``model`` in place through ``defense``'s phases; return the per-epoch log.
+
+    ``poison`` (bool per row of ``data``) is the ground truth, used only for the
+    re-matching diagnostics in the log; hooks never see it.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    history: list[dict] = []
+    global_epoch = 0
+    model.net.train()
+    for phase in defense.phases(config):
+        pairs = data if phase.data == "train" else clean
+        if pairs is None:
+            raise ValueError(f"defense '{defense.name}' phase '{phase.name}' needs clean pairs; the task gave none")
+        steps_per_epoch = len(pairs) // config.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(f"{len(pairs)} pairs are fewer than one batch of {config.batch_size}")
+        opt = _optimizer(model, phase.lr or config.lr, config.weight_decay)
+        sched = _schedule(opt, steps_per_epoch * phase.epochs, config.warmup)
+        state = TrainState(model, pairs, config, phase, generator, global_epoch=global_epoch, history=history)
+        for epoch in progress(range(phase.epochs), f"CLIP {defense.name}: {phase.name}",
+                              enabled=config.progress):
+            state.epoch, state.global_epoch = epoch, global_epoch
+            start = time.perf_counter()
+            pairing = defense.on_epoch_start(state)
+            record: dict = {"phase": phase.name, "epoch": global_epoch, "lr": sched.get_last_lr()[-1]}
+            if pairing is None:
+                pairing = torch.arange(len(pairs))
+            else:
+                record.update(_rematch_stats(pairing, poison if phase.data == "train" else None))
+            rows = torch.randperm(len(pairs), generator=generator)
+            rows = rows[pairing[rows] >= 0]
+            sums: dict[str, float] = {}
+            n_batches = len(rows) // config.batch_size
+            for b in range(n_batches):
+                index = rows[b * config.batch_size:(b + 1) * config.batch_size]
+                caption_index = pairing[index]
+                batch = Batch(index, caption_index, pairs.images[index], pairs.tokens[caption_index],
+                              [pairs.captions[i] for i in caption_index.tolist()])
+                batch = defense.augment(batch, state)
+                features = model.encode(batch.images, batch.tokens, with_tokens=defense.needs_tokens)
+                terms = defense.loss(batch, features, state)
+                loss = sum(terms.values())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                model.clamp_logit_scale()
+                state.step += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+            defense.on_epoch_end(state)
+            record["loss"] = {k: v / max(1, n_batches) for k, v in sums.items()}
+            record["logit_scale"] = model.net.logit_scale.detach().exp().item()
+            record["seconds"] = round(time.perf_counter() - start, 3)
+            history.append(record)
+            global_epoch += 1
+    model.net.eval()
+    return history
+
+
+__all__ = ["Batch", "PairSet", "Phase", "TrainConfig", "TrainState", "train"]

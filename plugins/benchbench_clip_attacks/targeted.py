@@ -1,0 +1,49 @@
+"""Targeted data poisoning (Carlini & Terzis, ICLR 2022), as RoCLIP's ``create_poison`` builds it.
+
+Each of ``n_targets`` images of the evaluation *test* split gets an adversarial class
+(drawn among the classes it does not belong to) and is added to the training set
+``captions_per_target`` times, each time with a caption naming that class. The attack
+succeeds on a target when the trained model's zero-shot top-1 prediction for it is its
+adversarial class; ASR = successes / targets.
+"""
+from __future__ import annotations
+
+import json
+
+import datasets
+import numpy as np
+from pydantic import Field
+
+from benchbench.api import Params
+from benchbench.clip.api import ClipDataAttack, Poisoned, Probe
+from benchbench.clip.data import CAPTION, IMAGE, LABEL, class_names, edit_pairs
+from benchbench.clip.poisoning import CaptionSource, poison_captions
+
+
+class TargetedPoison(ClipDataAttack):
+    name = "targeted-poison"
+    description = "test images added to training with captions naming an adversarial class (Carlini & Terzis)"
+
+    class Params(Params):
+        n_targets: int = Field(16, ge=1, description="target test images (the papers use 16)")
+        captions_per_target: int = Field(20, ge=1, description="poison pairs per target (papers: 30-100 in "
+                                                               "millions of pairs)")
+        captions: CaptionSource = Field("train", description="poison captions: training captions naming the "
+                                                            "adversarial class ('train') or a template")
+
+    def poison(self, train: datasets.Dataset, test: datasets.Dataset, seed: int) -> Poisoned:
+        rng = np.random.default_rng(seed)
+        classes, labels = class_names(test), np.asarray(list(test[LABEL]))
+        if self.params.n_targets > len(test):
+            raise ValueError(f"n_targets={self.params.n_targets} exceeds the {len(test)} test images")
+        targets = rng.choice(len(test), size=self.params.n_targets, replace=False)
+        adversarial = [int(rng.choice([c for c in range(len(classes)) if c != labels[t]])) for t in targets]
+        captions = list(train[CAPTION])
+        added = [(test[int(t)][IMAGE], caption)
+                 for t, adv in zip(targets, adversarial)
+                 for caption in poison_captions(captions, classes, adv, self.params.captions_per_target,
+                                                self.params.captions, rng)]
+        spec = {**json.loads(self.params.model_dump_json()), "attack": self.name,
+                "adversarial": [classes[a] for a in adversarial]}
+        probe = Probe(tuple(int(t) for t in targets), tuple(adversarial), triggered=False, spec=spec)
+        return Poisoned(edit_pairs(train, {}, added), probe)

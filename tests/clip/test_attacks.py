@@ -1,0 +1,117 @@
+"""Triggers and poisoning: what each attack writes into the training set and its probe."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from benchbench.clip import data
+from benchbench.clip.api import NoPoison
+from benchbench.clip.poisoning import captions_naming, resolve_class
+from benchbench.errors import ConfigError
+from benchbench_clip_attacks import BadNets, Blended, TargetedPoison
+
+
+@pytest.fixture(scope="module")
+def tiny_data(world, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("hf")
+    pairs = data.load_pairs(world[0], 32, cache_dir=cache)
+    test = data.load_labelled(world[1], 32, cache_dir=cache)["test"]
+    return pairs, test
+
+
+def _grey(n=6, size=32, value=7):
+    return torch.full((n, 3, size, size), value, dtype=torch.uint8)
+
+
+def test_badnets_corner_patch_is_the_same_fixed_pattern_everywhere():
+    attack = BadNets({"position": "corner", "patch": 0.125})
+    out = attack.apply_trigger(_grey(), torch.Generator().manual_seed(0))
+    side = 4  # 0.125 * 32
+    patch = out[:, :, -side:, -side:]
+    assert torch.equal(patch, attack.patch_pattern(side).expand_as(patch))
+    rest = out.clone()
+    rest[:, :, -side:, -side:] = 7
+    assert rest.unique().tolist() == [7]
+
+
+def test_badnets_random_positions_stay_inside_and_vary():
+    attack = BadNets({"position": "random", "patch": 0.25, "pattern": "checkerboard"})
+    images = _grey(n=20, value=128)
+    out = attack.apply_trigger(images, torch.Generator().manual_seed(0))
+    corners = set()
+    for changed in (out != images).any(dim=1):
+        ys, xs = torch.nonzero(changed, as_tuple=True)
+        assert ys.max() - ys.min() < 8 and xs.max() - xs.min() < 8
+        corners.add((ys.min().item(), xs.min().item()))
+    assert len(corners) > 10
+    again = attack.apply_trigger(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_blended_mixes_one_fixed_noise_image_with_alpha():
+    attack = Blended({"alpha": 0.2})
+    images = torch.randint(0, 256, (3, 3, 32, 32), dtype=torch.uint8)
+    out = attack.apply_trigger(images, torch.Generator())
+    noise = ((out.float() - 0.8 * images.float()) / 0.2)
+    assert torch.allclose(noise[0], noise[1], atol=5) and torch.allclose(noise[0], noise[2], atol=5)
+    assert torch.equal(out, attack.apply_trigger(images, torch.Generator()))
+    assert (out.float() - images.float()).abs().mean() > 5
+
+
+@pytest.mark.parametrize("attack_cls", [BadNets, Blended])
+def test_backdoor_poisons_rate_of_pairs_with_target_captions(tiny_data, attack_cls):
+    pairs, test = tiny_data
+    attack = attack_cls({"target": "star", "poison_rate": 0.1, "captions": "template"})
+    out = attack.poison(pairs, test, seed=0)
+    flags = np.array(out.train["is_poison"][:])
+    assert len(out.train) == len(pairs) and flags.sum() == round(0.1 * len(pairs))
+    captions = np.array(out.train["caption"][:])
+    assert set(captions[flags]) == {"a photo of a star."}
+    assert list(captions[~flags]) == list(np.array(pairs["caption"][:])[~flags])
+    before, after = data.to_uint8(pairs), data.to_uint8(out.train)
+    assert torch.equal(before[~flags], after[~flags]) and not torch.equal(before[flags], after[flags])
+    star = data.class_names(test).index("star")
+    labels = np.array(test["label"][:])
+    assert out.probe.triggered and set(out.probe.targets) == {star}
+    assert list(out.probe.indices) == list(np.flatnonzero(labels != star))
+
+
+def test_backdoor_captions_from_training_data_name_only_the_target(tiny_data):
+    pairs, test = tiny_data
+    out = BadNets({"target": "ring", "poison_rate": 0.1}).poison(pairs, test, seed=1)
+    for caption in np.array(out.train["caption"][:])[np.array(out.train["is_poison"][:])]:
+        assert "ring" in caption and not any(s in caption for s in ("circle", "square", "star", "cross"))
+
+
+def test_captions_naming_matches_whole_words_only():
+    caps = ["a red ring", "a ring and a star", "a bring", "two rings", "a star"]
+    assert captions_naming(caps, ["ring", "star"], 0) == ["a red ring", "two rings"]
+
+
+def test_unknown_target_class_lists_the_classes():
+    with pytest.raises(ConfigError, match="unknown target class 'banana'.*circle"):
+        resolve_class("banana", ("circle", "square"), np.random.default_rng(0))
+
+
+def test_targeted_poison_adds_test_images_with_adversarial_captions(tiny_data):
+    pairs, test = tiny_data
+    attack = TargetedPoison({"n_targets": 3, "captions_per_target": 4})
+    out = attack.poison(pairs, test, seed=0)
+    flags = np.array(out.train["is_poison"][:])
+    assert len(out.train) == len(pairs) + 12 and flags[len(pairs):].all() and not flags[:len(pairs)].any()
+    labels, classes = np.array(test["label"][:]), data.class_names(test)
+    added = data.to_uint8(out.train.select(range(len(pairs), len(pairs) + 12)))
+    test_images = data.to_uint8(test)
+    captions = out.train["caption"][len(pairs):]
+    for k, (row, adversarial) in enumerate(zip(out.probe.indices, out.probe.targets)):
+        assert adversarial != labels[row] and not out.probe.triggered
+        for j in range(4):
+            assert torch.equal(added[4 * k + j], test_images[row])
+            assert classes[adversarial] in captions[4 * k + j]
+
+
+def test_no_poison_flags_nothing(tiny_data):
+    pairs, test = tiny_data
+    out = NoPoison().poison(pairs, test, seed=0)
+    assert out.probe is None and not any(out.train["is_poison"][:]) and len(out.train) == len(pairs)

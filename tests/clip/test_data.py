@@ -1,0 +1,115 @@
+"""Loading user data: the accepted layouts, and errors that name the problem."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import datasets
+import pytest
+import torch
+from PIL import Image
+
+from benchbench.clip import data
+from benchbench.errors import DataError
+
+
+def _imagefolder(root, n=4, size=(40, 30), metadata="jsonl"):
+    folder = root / "train"
+    folder.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        Image.new("RGB", size, (60 * i, 10, 200)).save(folder / f"img{i}.png")
+        rows.append({"file_name": f"img{i}.png", "text": f"a photo number {i}"})
+    if metadata == "jsonl":
+        (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        (folder / "metadata.csv").write_text("file_name,text\n" + "".join(f"{r['file_name']},{r['text']}\n"
+                                                                         for r in rows))
+    return root
+
+
+@pytest.mark.parametrize("metadata", ["jsonl", "csv"])
+def test_imagefolder_with_metadata_loads_resized_pairs(tmp_path, metadata):
+    root = _imagefolder(tmp_path / "pairs", metadata=metadata)
+    pairs = data.load_pairs(root, 16, caption_column="text", cache_dir=tmp_path / "cache")
+    assert pairs.column_names == ["image", "caption"]
+    assert sorted(pairs["caption"]) == [f"a photo number {i}" for i in range(4)]
+    images = data.to_uint8(pairs)
+    assert images.shape == (4, 3, 16, 16) and images.dtype == torch.uint8
+
+
+def test_corrupt_image_raises_data_error_naming_the_file(tmp_path):
+    root = _imagefolder(tmp_path / "pairs")
+    (root / "train" / "img2.png").write_bytes(b"not a png at all")
+    with pytest.raises(DataError, match=r"img2\.png: cannot decode image"):
+        data.load_pairs(root, 16, caption_column="text", cache_dir=tmp_path / "cache")
+
+
+def test_missing_caption_column_names_the_param(tmp_path):
+    root = _imagefolder(tmp_path / "pairs")
+    with pytest.raises(DataError, match="no column 'caption'.*caption_column"):
+        data.load_pairs(root, 16, cache_dir=tmp_path / "cache")
+
+
+def test_missing_path_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        data.load_pairs(tmp_path / "nowhere", 16)
+
+
+def test_parquet_and_save_to_disk_layouts(tmp_path):
+    pairs = data.load_pairs(_imagefolder(tmp_path / "pairs"), 16, caption_column="text",
+                            cache_dir=tmp_path / "cache")
+    pairs.to_parquet(str(tmp_path / "pairs.parquet"))
+    pairs.save_to_disk(str(tmp_path / "saved"))
+    for source in (tmp_path / "pairs.parquet", tmp_path / "saved"):
+        loaded = data.load_pairs(source, 8, cache_dir=tmp_path / "cache")
+        assert loaded["caption"][:] == pairs["caption"][:]
+        assert data.to_uint8(loaded).shape == (4, 3, 8, 8)
+
+
+def test_corrupt_image_in_parquet_names_file_and_row(tmp_path):
+    good = data.load_pairs(_imagefolder(tmp_path / "pairs"), 16, caption_column="text",
+                           cache_dir=tmp_path / "cache")
+    raw = good.cast_column("image", datasets.Image(decode=False)).to_dict()
+    raw["image"][1] = {"bytes": b"garbage", "path": None}
+    bad = datasets.Dataset.from_dict(raw, features=datasets.Features(
+        {"image": datasets.Image(decode=False), "caption": datasets.Value("string")}))
+    bad.to_parquet(str(tmp_path / "bad.parquet"))
+    with pytest.raises(DataError, match=r"bad\.parquet row 1: cannot decode image"):
+        data.load_pairs(tmp_path / "bad.parquet", 16, cache_dir=tmp_path / "cache")
+
+
+def test_labelled_eval_set_from_class_folders(world, tmp_path):
+    _pairs, evaluation = world
+    dd = data.load_labelled(evaluation, 32, cache_dir=tmp_path / "cache")
+    assert set(dd) == {"train", "test"}
+    test = data.Labelled.from_dataset(dd["test"])
+    assert test.classes == tuple(sorted(test.classes)) and len(test.classes) == 8
+    assert test.images.shape == (16, 3, 32, 32) and test.labels.max() < 8
+    assert data.load_templates(evaluation)[0] == "a photo of a {}."
+
+
+def test_eval_set_without_test_split_is_rejected(world, tmp_path):
+    _pairs, evaluation = world
+    only_train = tmp_path / "eval"
+    shutil.copytree(evaluation / "train", only_train / "train")
+    with pytest.raises(DataError, match="no 'test' split"):
+        data.load_labelled(only_train, 32, cache_dir=tmp_path / "cache")
+
+
+def test_templates_file_must_hold_placeholders(tmp_path):
+    (tmp_path / "templates.json").write_text(json.dumps(["a photo"]))
+    with pytest.raises(DataError, match="templates.json"):
+        data.load_templates(tmp_path)
+    assert data.load_templates(tmp_path / "elsewhere") == data.DEFAULT_TEMPLATES
+
+
+def test_edit_pairs_replaces_appends_and_flags(world, tmp_path):
+    pairs = data.load_pairs(world[0], 32, cache_dir=tmp_path / "cache")
+    red = Image.new("RGB", (32, 32), (255, 0, 0))
+    edited = data.edit_pairs(pairs, {2: (red, "replaced")}, [(red, "added")])
+    assert len(edited) == len(pairs) + 1
+    assert edited["is_poison"][:] == [i in (2, len(pairs)) for i in range(len(pairs) + 1)]
+    assert edited[2]["caption"] == "replaced" and edited[-1]["caption"] == "added"
+    assert torch.equal(data.to_uint8(edited.select([0])), data.to_uint8(pairs.select([0])))
+    assert data.to_uint8(edited.select([2]))[0, 0].unique().tolist() == [255]
