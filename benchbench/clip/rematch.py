@@ -1,5 +1,6 @@
-"""Caption re-matching: a FIFO pool of caption features and the rules that pick a new
-caption for an image from it, plus the record of what was picked.
+"""Caption re-matching: a FIFO pool of caption features, the rules that pick a new
+caption for an image from it, the record of what was picked and its diagnostics, and
+the training loop RoCLIP and OTCCLIP share (``PoolRematchingDefense``).
 
 RoCLIP (``model/src/memory_bank.py``, lightly's ``NNMemoryBankModule``) keeps the
 caption embeddings of the most recent batches in a first-in-first-out pool and, every
@@ -28,8 +29,8 @@ from torch import Tensor
 
 from benchbench.clip.api import ClipDefense
 from benchbench.clip.augment import AugmentParams, augment_batch
-from benchbench.clip.model import Features, contrastive_loss
-from benchbench.clip.trainer import Batch, TrainState
+from benchbench.clip.model import ClipModel, Features, contrastive_loss
+from benchbench.clip.trainer import Batch, PairSet, TrainConfig, TrainState
 from benchbench.ot import candidate_ot_distances
 
 MATCHES_FILE = "rematch.safetensors"
@@ -196,7 +197,8 @@ class PoolRematchingDefense(ClipDefense):
 
     Params = PoolParams
 
-    def train(self, model, config, data, clean=None, poison=None):
+    def train(self, model: ClipModel, config: TrainConfig, data: PairSet, clean: PairSet | None = None,
+              poison: Tensor | None = None) -> list[dict]:
         self.pool = FeatureQueue(self.params.pool_size)
         self.matches = MatchLog()
         return super().train(model, config, data, clean=clean, poison=poison)

@@ -43,7 +43,7 @@ class CleanCLIP(ClipDefense):
     presets: ClassVar = {
         "smoke": {"finetune_epochs": 1, "finetune_lr": 1e-4, "augment_group": 16},
         # the protocol pre-trains at 5e-3: the paper's fine-tune/pre-train lr ratio (1/50) gives 1e-4
-        "default": {"finetune_lr": 1e-4, "augment_group": 8},
+        "default": {"finetune_lr": 1e-4, "augment_group": 16},
         "paper": {},
     }
 

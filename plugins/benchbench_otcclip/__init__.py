@@ -72,7 +72,7 @@ class OTCCLIP(PoolRematchingDefense):
     presets: ClassVar = {
         "smoke": {"pool_size": 128, "augment_group": 16, "match_every": 1, "first_match_epoch": 1,
                   "shortlist": 4, "ot_batch": 16, "sinkhorn_iters": 30},
-        "default": {"pool_size": 2048, "augment_group": 8, "shortlist": 5, "ot_batch": 32, "sinkhorn_iters": 50},
+        "default": {"pool_size": 2048, "augment_group": 16, "shortlist": 5, "ot_batch": 16, "sinkhorn_iters": 50},
         "paper": {},
     }
 

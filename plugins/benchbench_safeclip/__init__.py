@@ -28,11 +28,13 @@ least one).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import torch
 from pydantic import Field
+from safetensors.torch import save_file
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
@@ -40,11 +42,12 @@ import benchbench
 from benchbench.clip.api import ClipDefense
 from benchbench.clip.augment import AugmentParams, augment_batch
 from benchbench.clip.inmodal import nn_inmodal_loss, one_way_infonce
-from benchbench.clip.model import Features
+from benchbench.clip.model import ClipModel, Features
 from benchbench.clip.rematch import FeatureQueue
-from benchbench.clip.trainer import Batch, Phase, TrainConfig, TrainState
+from benchbench.clip.trainer import Batch, PairSet, Phase, TrainConfig, TrainState
 
 INMODAL, CLIP_WARMUP, FILTERED = "inmodal-warmup", "clip-warmup", "filtered"
+SAFE_SETS_FILE = "safe_sets.safetensors"
 
 
 def clean_probability(similarities: np.ndarray) -> np.ndarray:
@@ -104,13 +107,15 @@ class SafeCLIP(ClipDefense):
     presets: ClassVar = {
         "smoke": {"inmodal_warmup": 1, "multimodal_warmup": 1, "augment_group": 16, "bank_size": 64},
         # 10 protocol epochs: 2 + 1 warm-up, 7 filtered; the step spans about the paper's range (26 x 0.01)
-        "default": {"inmodal_warmup": 2, "multimodal_warmup": 1, "augment_group": 8, "ratio_step": 0.03},
+        "default": {"inmodal_warmup": 2, "multimodal_warmup": 1, "augment_group": 16, "ratio_step": 0.03},
         "paper": {},
     }
 
-    def train(self, model, config, data, clean=None, poison=None):
+    def train(self, model: ClipModel, config: TrainConfig, data: PairSet, clean: PairSet | None = None,
+              poison: Tensor | None = None) -> list[dict]:
         self.banks = (FeatureQueue(self.params.bank_size), FeatureQueue(self.params.bank_size))
         self.safe: Tensor | None = None
+        self.safe_sets: dict[int, Tensor] = {}  # epoch -> safe rows, saved for inspection
         self.first_ratio = 0.0
         return super().train(model, config, data, clean=clean, poison=poison)
 
@@ -134,6 +139,7 @@ class SafeCLIP(ClipDefense):
             self.first_ratio = len(safe) / len(sims)
         self.safe = torch.zeros(len(sims), dtype=torch.bool)
         self.safe[torch.from_numpy(safe)] = True
+        self.safe_sets[state.global_epoch] = self.safe
         return None
 
     def augment(self, batch: Batch, state: TrainState) -> Batch:
@@ -154,6 +160,13 @@ class SafeCLIP(ClipDefense):
             risky = ~safe
             terms["unimodal"] = risky.float().mean() * self._unimodal(_rows(features, risky), _rows(second, risky))
         return terms
+
+    def save_artifacts(self, directory: Path) -> None:
+        """``safe_sets.safetensors``: the filtered epochs and, per epoch, which training
+        rows were safe (compare with the data's ``is_poison`` to see what the GMM kept)."""
+        if self.safe_sets:
+            save_file({"epoch": torch.tensor(list(self.safe_sets)),
+                       "safe": torch.stack(list(self.safe_sets.values()))}, str(directory / SAFE_SETS_FILE))
 
     def _unimodal(self, first: Features, second: Features) -> Tensor:
         return nn_inmodal_loss(first.image, second.image, first.text, second.text, first.logit_scale, *self.banks)

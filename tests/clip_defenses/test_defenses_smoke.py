@@ -9,11 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from benchbench.clip.model import Features, contrastive_loss
 from benchbench.clip.rematch import MATCHES_FILE, FeatureQueue, MatchLog
 from benchbench.runner import Environment, run_cell
 from benchbench_roclip import RoCLIP
+from benchbench_safeclip import SAFE_SETS_FILE
 
 DEFENSES = ("roclip", "otcclip", "safeclip", "cleanclip")
 
@@ -79,6 +81,8 @@ def test_safeclip_and_cleanclip_train_in_their_phases(runs):
     assert phases("cleanclip") == ["train", "finetune"]
     safe_log = json.loads((_stage(root, "safeclip") / "train_log.json").read_text())
     assert set(safe_log[0]["loss"]) == {"unimodal"} and "clip" in safe_log[-1]["loss"]
+    safe_sets = load_file(str(_stage(root, "safeclip") / SAFE_SETS_FILE))
+    assert safe_sets["epoch"].tolist() == [2] and safe_sets["safe"].shape == (1, 256)
 
 
 def test_pool_loop_trains_images_with_their_pooled_neighbours():
