@@ -37,7 +37,7 @@ from benchbench.api import Defense, Evaluator, InputAttack
 
 if TYPE_CHECKING:
     import torch
-    import torchattacks
+    from torchattacks.attack import Attack
 
     from benchbench.reid.data import ImageSet
     from benchbench.reid.trainer import Batch, Output, TrainRun
@@ -56,7 +56,7 @@ class ReidInputAttack(InputAttack):
     track: ClassVar[str] = TRACK
     uses_labels: ClassVar[bool] = False
 
-    def build(self, model: "torch.nn.Module", seed: int = 0) -> "torchattacks.Attack":
+    def build(self, model: "torch.nn.Module", seed: int = 0) -> "Attack":
         """The attack bound to ``model``; ``seed`` fixes its random start, if any."""
         raise NotImplementedError
 

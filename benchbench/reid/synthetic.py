@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-GENERATOR_VERSION = "1"  # bump when the drawing changes: it is part of the data stage key
+GENERATOR_VERSION = "2"  # bump when the drawing changes: it is part of the data stage key
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 VIEWS = ("front", "back", "side")
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges at 64x32
@@ -115,7 +115,7 @@ def _camera(rng: np.random.Generator) -> Camera:
         horizon=float(rng.uniform(0.55, 0.8)),
         gain=float(rng.uniform(0.65, 1.25)),
         tint=tuple(float(t) for t in rng.uniform(0.8, 1.2, size=3)),
-        noise=float(rng.uniform(2, 9)),
+        noise=float(rng.uniform(1, 4)),
         blur=float(rng.uniform(0.0, 0.9)),
         views=tuple(float(v) for v in views),
         scale=float(rng.uniform(0.8, 0.95)),

@@ -35,7 +35,7 @@ with warnings.catch_warnings():
     from torchreid.reid.losses import CrossEntropyLoss, TripletLoss
 
 if TYPE_CHECKING:
-    import torchattacks
+    from torchattacks.attack import Attack
 
     from benchbench.reid.api import ReidDefense
     from benchbench.stages import StageCache
@@ -45,10 +45,10 @@ if TYPE_CHECKING:
 class TrainConfig:
     """The training protocol (the task's params): the same for every defense."""
 
-    arch: str = "osnet_x0_25"
+    arch: str = "resnet18"
     weights: str | None = None
-    epochs: int = 12
-    lr: float = 3e-3
+    epochs: int = 10
+    lr: float = 2e-3
     weight_decay: float = 5e-4
     ids_per_batch: int = 8
     images_per_id: int = 4
@@ -124,7 +124,7 @@ class TrainRun:
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 
-    def build_attack(self, name: str, params: dict[str, Any] | None = None) -> "torchattacks.Attack":
+    def build_attack(self, name: str, params: dict[str, Any] | None = None) -> "Attack":
         """A registered ReID attack bound to the model being trained (for adversarial
         training or an attack pool), seeded from this run."""
         cls = _attack_registry().get("attack", "reid", name)

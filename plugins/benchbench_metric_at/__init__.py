@@ -6,9 +6,12 @@ it toward the farthest feature of another identity (the registered ``fna`` attac
 ``pull="feature"``, bound to the model being trained). The loss is cross-entropy plus
 the soft-margin triplet softplus(d_ap - d_an) with batch-hard mining.
 
-GOAT trains at eps 5 with 7 steps of 1/255 (the ``paper`` preset). The ``default``
-preset trains at the benchmark's test budget (eps 8) with 3 steps of 3/255 so a CPU
-training stays within minutes; that is our choice, weaker than GOAT's inner attack.
+GOAT trains at eps 5 with 7 steps of 1/255 from the first batch (the ``paper``
+preset). Our ``default`` preset is a CPU budget: 3 steps, and the budget ramps up
+linearly over the first half of training (``eps_warmup``), because a from-scratch
+model trained on full-strength adversarial batches from the start barely learned in
+10 epochs (measured on the synthetic set: training CE stalled at 4.2 vs 2.5 clean).
+Both are our choices, not GOAT's.
 """
 from __future__ import annotations
 
@@ -32,16 +35,24 @@ class MetricAT(ReidDefense):
         eps: float = Field(8.0, ge=0, le=255, description="training perturbation budget (L-inf, /255 units)")
         alpha: float = Field(3.0, gt=0, description="PGD step size (/255 units)")
         steps: int = Field(3, ge=1, description="PGD iterations per batch")
+        eps_warmup: float = Field(0.5, ge=0, le=1, description=(
+            "fraction of the epochs over which eps and the step size ramp up linearly from 0"))
 
     presets: ClassVar = {
         "smoke": {"steps": 1, "alpha": 8.0},
-        "paper": {"eps": 5.0, "alpha": 1.0, "steps": 7},
+        "paper": {"eps": 5.0, "alpha": 1.0, "steps": 7, "eps_warmup": 0.0},
     }
 
     def on_train_start(self, run) -> None:
         p = self.params
         self.attack = run.build_attack("fna", {"eps": p.eps, "alpha": p.alpha, "steps": p.steps,
                                                   "pull": "feature", "random_start": True})
+
+    def on_epoch_start(self, run) -> None:
+        ramp = self.params.eps_warmup * run.config.epochs
+        scale = min(1.0, (run.epoch + 1) / ramp) if ramp > 0 else 1.0
+        self.attack.eps = self.params.eps / 255 * scale
+        self.attack.alpha = self.params.alpha / 255 * scale
 
     def transform_batch(self, batch, run):
         return replace(batch, images=self.attack(batch.images, batch.pids))
