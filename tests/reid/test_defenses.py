@@ -1,0 +1,66 @@
+"""Defense pieces that need no training: metric-at's schedule and loss, the baseline's hooks."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from benchbench.reid.trainer import Batch, Output, TrainConfig
+
+
+def fake_run(epochs: int):
+    return SimpleNamespace(config=TrainConfig(epochs=epochs), epoch=0,
+                           ce=lambda logits, pids: torch.nn.functional.cross_entropy(logits, pids))
+
+
+def test_metric_at_warms_up_its_budget(registry):
+    defense = registry.get("defense", "reid", "metric-at")({"eps": 8.0, "alpha": 2.0, "eps_warmup": 0.5})
+    defense.attack = SimpleNamespace(eps=None, alpha=None)
+    run = fake_run(epochs=10)
+    seen = []
+    for epoch in range(10):
+        run.epoch = epoch
+        defense.on_epoch_start(run)
+        seen.append(round(defense.attack.eps * 255, 3))
+    assert seen == [1.6, 3.2, 4.8, 6.4, 8.0, 8.0, 8.0, 8.0, 8.0, 8.0]
+    assert defense.attack.alpha == pytest.approx(2 / 255)
+    paper = registry.get("defense", "reid", "metric-at")(preset="paper")
+    paper.attack = SimpleNamespace(eps=None, alpha=None)
+    paper.on_epoch_start(run)
+    assert paper.attack.eps == pytest.approx(5 / 255)  # GOAT: full budget from the start
+
+
+def test_metric_at_loss_is_soft_margin_triplet_plus_ce(registry):
+    defense = registry.get("defense", "reid", "metric-at")()
+    pids = torch.tensor([0, 0, 1, 1])
+    out = Output(logits=torch.zeros(4, 2), features=torch.tensor([[0.0], [1.0], [3.0], [3.5]]))
+    terms = defense.loss_terms(out, Batch(torch.zeros(4, 3, 8, 4), pids, pids), fake_run(1))
+    assert set(terms) == {"ce", "triplet"}
+    assert terms["ce"].item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    d_ap, d_an = torch.tensor([1.0, 1.0, 0.5, 0.5]), torch.tensor([3.0, 2.0, 2.0, 2.5])
+    assert terms["triplet"].item() == pytest.approx(torch.nn.functional.softplus(d_ap - d_an).mean().item(), rel=1e-5)
+
+
+def test_metric_at_trains_on_adversarial_batches(registry, tiny_root):
+    """One smoke training: every batch the loss sees was moved by the attack, within eps."""
+    from benchbench.reid.data import load_reid_data
+    from benchbench.reid.trainer import train
+
+    data = load_reid_data(tiny_root, (32, 16))
+    cls = registry.get("defense", "reid", "metric-at")
+
+    class Spy(cls):
+        def on_train_start(self, run):
+            super().on_train_start(run)
+            self.moved = []
+
+        def transform_batch(self, batch, run):
+            adv = super().transform_batch(batch, run)
+            self.moved.append(float((adv.images - batch.images).abs().max()))
+            return adv
+
+    spy = Spy({"eps": 4.0, "alpha": 2.0, "steps": 2, "eps_warmup": 0.0})
+    train(spy, data.train, data.num_train_ids, TrainConfig(arch="osnet_x0_25", epochs=1, ids_per_batch=4,
+                                                          images_per_id=2), seed=0, show_progress=False)
+    assert spy.moved and all(0 < m <= 4 / 255 + 1e-6 for m in spy.moved)
