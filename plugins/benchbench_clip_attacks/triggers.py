@@ -7,7 +7,7 @@ every poisoned training image and every triggered test image.
 """
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -31,6 +31,14 @@ class BadNets(BackdoorAttack):
                                                                              "(random, as CleanCLIP) or the "
                                                                              "bottom-right corner")
         pattern_seed: int = Field(0, description="seed of the noise pattern")
+
+    # The tiny 32 px ViT (8 px patches) does not learn CleanCLIP's small random-position
+    # noise patch from 1% poison in the default budget (ASR ~0.1, measured): the CPU
+    # presets use BadNets' original fixed corner patch, one ViT patch in size.
+    presets: ClassVar = {
+        "smoke": {"patch": 0.25, "pattern": "checkerboard", "position": "corner"},
+        "default": {"patch": 0.25, "pattern": "checkerboard", "position": "corner"},
+    }
 
     def patch_pattern(self, side: int) -> torch.Tensor:
         """The (3, side, side) uint8 patch."""
@@ -63,6 +71,14 @@ class Blended(BackdoorAttack):
         grain: float = Field(0.125, gt=0, le=1, description="side of the noise pattern's cells as a fraction "
                                                             "of the image side (1 / image size: pixel noise)")
         pattern_seed: int = Field(0, description="seed of the noise pattern")
+
+    # At Chen et al.'s alpha 0.2 the tiny CPU model learns the blend from 1% poison only
+    # to ASR ~0.3 (measured; 0.5: ~0.74, 0.6: ~0.97): the CPU presets use a strong,
+    # clearly visible blend of patch-sized noise cells. ``paper`` keeps the class defaults.
+    presets: ClassVar = {
+        "smoke": {"alpha": 0.6, "grain": 0.25},
+        "default": {"alpha": 0.6, "grain": 0.25},
+    }
 
     def pattern(self, size: int) -> torch.Tensor:
         """The (3, size, size) uint8 noise image: random cells of ``grain`` * size pixels."""
