@@ -19,7 +19,8 @@ from benchbench.clip.model import ClipModel
 class AttackSuccess(ClipEvaluator):
     name = "asr"
     description = "attack success rate of the cell's attack (targeted or backdoor), and its clean base rate"
-    metrics = (Metric("asr", False, "fraction of probe images predicted as their attack target"),
+    metrics = (Metric("asr", False, "fraction of probe images predicted as their attack target",
+                      role="robustness"),
                Metric("asr_clean", False, "the same probe on the model trained on clean data (base rate)"))
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, float]:

@@ -12,7 +12,8 @@ from benchbench.errors import DataError
 class LinearProbe(ClipEvaluator):
     name = "linear-probe"
     description = "logistic regression on frozen image features, C chosen on a validation split"
-    metrics = (Metric("top1", True, "test accuracy of the probe trained on the evaluation set's train split"),)
+    metrics = (Metric("top1", True, "test accuracy of the probe trained on the evaluation set's train split",
+                      role="utility"),)
 
     class Params(Params):
         cs: list[float] = Field(list(PROBE_CS), min_length=1, description="inverse L2 strengths to sweep")

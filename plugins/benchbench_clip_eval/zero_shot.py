@@ -9,7 +9,8 @@ from benchbench.clip.evaluation import topk_accuracy
 class ZeroShot(ClipEvaluator):
     name = "zero-shot"
     description = "zero-shot top-1 (and top-5 with more than 5 classes) on the evaluation test split"
-    metrics = (Metric("top1", True, "fraction of test images whose closest class prompt is their class"),
+    metrics = (Metric("top1", True, "fraction of test images whose closest class prompt is their class",
+                      role="utility"),
                Metric("top5", True, "fraction whose class is among the 5 closest (reported with > 5 classes)"))
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, float]:

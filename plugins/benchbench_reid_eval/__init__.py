@@ -21,10 +21,10 @@ class ReidRank(ReidEvaluator):
     name = "reid-rank"
     description = "mAP and CMC Rank-1/5/10 (Market-1501 protocol: same-id same-camera gallery entries dropped)"
     metrics = (
-        Metric("mAP", True, "mean average precision over queries with a cross-camera match"),
-        Metric("rank1", True, "fraction of queries whose nearest gallery entry is a true match"),
-        Metric("rank5", True, "fraction of queries with a true match in the top 5"),
-        Metric("rank10", True, "fraction of queries with a true match in the top 10"),
+        Metric("mAP", True, "mean average precision over queries with a cross-camera match", role="utility"),
+        Metric("rank1", True, "fraction of queries whose nearest gallery entry is a true match", role="utility"),
+        Metric("rank5", True, "fraction of queries with a true match in the top 5", role="utility"),
+        Metric("rank10", True, "fraction of queries with a true match in the top 10", role="utility"),
     )
 
     class Params(Params):
