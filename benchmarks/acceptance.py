@@ -1,0 +1,152 @@
+"""Check the published default-grid leaderboards against the issues' acceptance targets.
+
+Reads ``leaderboards/<track>/leaderboard.json`` (what ``make demo`` writes), the grid's
+store (cell wall times) and the stage cache (the diffusion stage's build time), and
+prints one line per target: PASS or FAIL, with the measured numbers next to it. Nothing
+here is typed in: change the data and the verdicts change.
+
+    .venv/bin/python benchmarks/acceptance.py [--boards leaderboards] [--store runs/default/results.sqlite]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+from pathlib import Path
+
+from benchbench.clip.synthetic import SHAPES
+
+BACKDOORS = ("badnets", "blended")
+CLIP_ATTACKS = ("targeted-poison", *BACKDOORS)
+REID_ATTACKS = ("metric-fgsm", "metric-ifgsm", "metric-mifgsm", "sma", "odfa", "fna")
+# the board labels a defense run with several param sets by the params that differ
+DD = "dddefense(balance=True, self_meta=True)"
+ABLATIONS = ("dddefense(balance=False, self_meta=True)", "dddefense(balance=True, self_meta=False)")
+
+
+class Board:
+    """(defense, attack, evaluator/metric) -> (mean, std) of one track's leaderboard.json."""
+
+    def __init__(self, path: Path):
+        self.table = {(e["defense"], e["attack"], f"{e['evaluator']}/{e['metric']}"): (e["value"], e["std"])
+                      for e in json.loads(path.read_text())["entries"]}
+
+    def mean(self, defense: str, attack: str, metric: str) -> float:
+        return self.table[(defense, attack, metric)][0]
+
+    def std(self, defense: str, attack: str, metric: str) -> float:
+        return self.table[(defense, attack, metric)][1]
+
+    def has(self, defense: str, attack: str, metric: str) -> bool:
+        return (defense, attack, metric) in self.table
+
+
+def check(ok: bool, what: str) -> bool:
+    print(f"{'PASS' if ok else 'FAIL'}  {what}")
+    return ok
+
+
+def grid_minutes(store: Path, track: str, defenses: tuple[str, ...] | None = None) -> float:
+    """Sum of the cells' wall times (what one worker spent), in minutes."""
+    db = sqlite3.connect(store)
+    rows = db.execute("select defense, wall_seconds from cells where track = ? and status = 'ok'", (track,))
+    return sum(s for d, s in rows if defenses is None or d in defenses) / 60
+
+
+def clip_checks(b: Board, store: Path | None) -> None:
+    print("## CLIP poisoning track")
+    zs, lp, asr, clean = "zero-shot/top1", "linear-probe/top1", "asr/asr", "asr/asr_clean"
+    chance = 1 / len(SHAPES)
+    check(b.mean("none", "none", zs) >= 3 * chance,
+          f"no defense, clean zero-shot top-1 {b.mean('none', 'none', zs):.3f} >= 3x chance ({3 * chance:.3f})")
+    for attack, target in (("badnets", 0.8), ("blended", 0.8), ("targeted-poison", 0.6)):
+        check(b.mean("none", attack, asr) >= target, f"no defense, {attack} ASR {b.mean('none', attack, asr):.3f} "
+                                                     f"± {b.std('none', attack, asr):.3f} >= {target}")
+        check(b.mean("none", attack, clean) <= 0.1,
+              f"no defense, {attack} probe on the clean model (asr_clean) {b.mean('none', attack, clean):.3f} <= 0.1")
+    defenses = sorted({d for d, _, _ in b.table if d != "none"})
+    for attack in BACKDOORS:
+        for d in defenses:
+            check(b.mean(d, attack, asr) < b.mean("none", attack, asr),
+                  f"{d} lowers {attack} ASR: {b.mean(d, attack, asr):.3f} < {b.mean('none', attack, asr):.3f}")
+    for attack in CLIP_ATTACKS:
+        best = min(defenses + ["none"], key=lambda d: b.mean(d, attack, asr))
+        otc = b.mean("otcclip", attack, asr)
+        check(otc <= b.mean(best, attack, asr) + b.std(best, attack, asr),
+              f"otcclip {attack} ASR {otc:.3f} lowest or within one std of the lowest ({best} "
+              f"{b.mean(best, attack, asr):.3f} ± {b.std(best, attack, asr):.3f})")
+    for attack in ("none", *CLIP_ATTACKS):
+        for metric in (zs, lp):
+            otc, ro, ro_std = b.mean("otcclip", attack, metric), b.mean("roclip", attack, metric), \
+                b.std("roclip", attack, metric)
+            check(otc >= ro - ro_std, f"otcclip {metric} under {attack} {otc:.3f} not below roclip's "
+                                      f"{ro:.3f} by more than its std {ro_std:.3f}")
+    for attack in CLIP_ATTACKS:
+        ot, glob = "rematch/false_rematch_rate", "rematch/false_rematch_rate_global"
+        if b.has("otcclip", attack, ot) and b.has("otcclip", attack, glob):
+            check(b.mean("otcclip", attack, ot) < b.mean("otcclip", attack, glob),
+                  f"{attack}: OT re-matching wrongly re-pairs fewer clean pairs than the global rule on the same "
+                  f"embeddings: {b.mean('otcclip', attack, ot):.3f} < {b.mean('otcclip', attack, glob):.3f}")
+    if store:
+        minutes = grid_minutes(store, "clip")
+        check(minutes < 30, f"CLIP default grid: {minutes:.1f} min of cell time (< 30)")
+
+
+def reid_checks(b: Board, store: Path | None, pool: tuple[str, ...]) -> None:
+    print("## ReID adversarial track")
+    mAP, r1, var = "reid-rank/mAP", "reid-rank/rank1", "reid-bias/ap_per_id_var"
+    check(b.mean("none", "none", r1) >= 0.7, f"no defense, clean Rank-1 {b.mean('none', 'none', r1):.3f} >= 0.7")
+    clean = b.mean("none", "none", mAP)
+    for attack in REID_ATTACKS:
+        check(b.mean("none", attack, mAP) <= clean / 2,
+              f"{attack} cuts no-defense mAP by half: {b.mean('none', attack, mAP):.3f} <= {clean:.3f} / 2")
+    for attack in ("sma", "metric-ifgsm"):
+        at, none = b.mean("metric-at", attack, mAP), b.mean("none", attack, mAP)
+        check(at >= 2 * none, f"metric-at keeps twice the attacked mAP under {attack}: {at:.3f} >= 2 x {none:.3f}")
+    print(f"info  metric-at clean mAP {b.mean('metric-at', 'none', mAP):.3f} vs none {clean:.3f} "
+          f"(cost {clean - b.mean('metric-at', 'none', mAP):+.3f})")
+    if store:
+        minutes = grid_minutes(store, "reid", ("none", "metric-at"))
+        check(minutes < 30, f"ReID grid of none + metric-at (x 7 columns x 3 seeds): {minutes:.1f} min of cell time")
+        print(f"info  whole ReID default grid (all defenses): {grid_minutes(store, 'reid'):.1f} min of cell time")
+    print("## dddefense")
+    held_out = [a for a in REID_ATTACKS if a not in pool]
+    for attack in held_out:
+        dd, at = b.mean(DD, attack, mAP), b.mean("metric-at", attack, mAP)
+        check(dd > at, f"dddefense mAP under held-out {attack} {dd:.3f} > metric-at {at:.3f}")
+    for attack in ("none", *REID_ATTACKS):
+        dd, at = b.mean(DD, attack, var), b.mean("metric-at", attack, var)
+        check(dd < at, f"per-identity AP variance under {attack}: dddefense {dd:.4f} < metric-at {at:.4f}")
+    for d in (DD, *ABLATIONS):
+        if b.has(d, "none", mAP):
+            cols = " ".join(f"{a}={b.mean(d, a, mAP):.3f}" for a in ("none", *REID_ATTACKS))
+            print(f"info  {d} mAP: {cols}")
+
+
+def diffusion_stage(cache: Path) -> None:
+    for record in sorted(cache.glob("dddefense-generator/*/stage.json")):
+        data = json.loads(record.read_text())
+        check(data["build_seconds"] <= 600, f"diffusion generator stage built in {data['build_seconds']:.0f} s "
+                                            f"(<= 600 s), cached in {record.parent}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boards", type=Path, default=Path("leaderboards"))
+    parser.add_argument("--store", type=Path, default=Path("runs/default/results.sqlite"))
+    parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    parser.add_argument("--attack-pool", nargs="+", default=["fna", "sma"], help="dddefense's attack_pool")
+    args = parser.parse_args()
+    store = args.store if args.store.is_file() else None
+    sections = [lambda: clip_checks(Board(args.boards / "clip" / "leaderboard.json"), store),
+                lambda: reid_checks(Board(args.boards / "reid" / "leaderboard.json"), store, tuple(args.attack_pool)),
+                lambda: diffusion_stage(args.cache)]
+    for section in sections:
+        try:
+            section()
+        except KeyError as missing:  # a board of an unfinished grid
+            print(f"STOP  the board has no entry {missing.args[0]}: run the whole default grid first")
+
+
+if __name__ == "__main__":
+    main()
