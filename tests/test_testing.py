@@ -20,19 +20,15 @@ TOY_EXTRAS = """
 import math
 from pydantic import Field
 import benchbench
-from benchbench.api import Defense, Evaluator, Metric, Params
+from benchbench.api import Evaluator, Metric, Params
+from tests.toy_plugin import ClipDefense as Clamp
 
-class Trim(Defense):
+class Trim(Clamp):
     name = "trim"
-    track = "toy"
-    description = "mean of the numbers clamped to [-bound, bound]"
+    description = "the toy track's clamp, its param documented"
 
     class Params(Params):
         bound: float = Field(1.0, gt=0, description="clamp bound")
-
-    def fit(self, xs):
-        b = self.params.bound
-        return sum(min(max(x, -b), b) for x in xs) / len(xs)
 
 class Nan(Evaluator):
     name = "nan"
