@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test,ray]" --config-settings editable_mode=compat
+	$(PY) -m pip install -q -e ".[test,ray]"
 	touch $@
 
 install: $(VENV)/.installed
