@@ -93,12 +93,10 @@ def grid(
         raise typer.Exit(1)
 
 
-def _writers(plugins: list[str] | None) -> dict:
+def _writers(registry) -> dict:
     """Every leaderboard writer: built-in formats and plugins' ones, by format name."""
-    from benchbench.registry import load_registry
-
     writers: dict = {}
-    for extra in load_registry(plugins or ()).pm.hook.benchbench_leaderboard_writers():
+    for extra in registry.pm.hook.benchbench_leaderboard_writers():
         writers.update(extra or {})
     return writers
 
@@ -119,20 +117,22 @@ def leaderboard(
     """Write leaderboards (md, csv, json, html + plots, plugin writers) for every track in STORE.
 
     Submitted entries merged into an existing board under OUT are kept."""
-    from benchbench.leaderboard import build_boards, markdown, write_boards
+    from benchbench.leaderboard import build_boards, declared_roles, markdown, write_boards
     from benchbench.merge import carry_submissions
+    from benchbench.registry import load_registry
 
     try:
         if not store.is_file():
             raise BenchbenchError(f"no results store at {store}; run `benchbench grid CONFIG` first or pass --store")
-        boards = build_boards(store)
+        registry = load_registry(plugin or ())
+        boards = build_boards(store, declared_roles(registry))
         for i, board in enumerate(boards):
             previous = out / board.track / "leaderboard.json"
             if previous.is_file():
                 boards[i], notes = carry_submissions(board, _read_json(previous))
                 for note in notes:
                     err.print(f"[yellow]{previous}:[/yellow] {note}", highlight=False, soft_wrap=True)
-        paths = write_boards(boards, out, _writers(plugin))
+        paths = write_boards(boards, out, _writers(registry))
     except BenchbenchError as exc:
         _fail(exc)
     for board in boards:
@@ -175,6 +175,7 @@ def merge(
     Refuses (one line per problem) unless the submission validates against the board."""
     from benchbench.leaderboard import Board, write_board
     from benchbench.merge import check_submission, merge_submission
+    from benchbench.registry import load_registry
 
     try:
         if into.name != "leaderboard.json":
@@ -186,7 +187,8 @@ def merge(
             err.print(f"{submission}: {p}", highlight=False, soft_wrap=True)
         if problems:
             raise typer.Exit(1)
-        paths = write_board(Board.from_json(merge_submission(board, sub)), into.parent, _writers(plugin))
+        paths = write_board(Board.from_json(merge_submission(board, sub)), into.parent,
+                            _writers(load_registry(plugin or ())))
     except BenchbenchError as exc:
         _fail(exc)
     console.print(f"merged {len(sub['entries'])} submitted entries from {submission} into {into}; "

@@ -96,7 +96,23 @@ def _provenance(group: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def _entry(key: tuple, group: pd.DataFrame, protocol: str) -> dict[str, Any]:
+Roles = dict[tuple[str, str, str], dict[str, str]]  # (track, evaluator, version) -> metric -> role
+
+
+def declared_roles(registry) -> Roles:
+    """Metric roles as the installed evaluators declare them, for results stored before
+    their evaluator declared one (a role labels a metric for plots; it changes no number)."""
+    return {(cls.track, cls.name, cls.version): {m.name: m.role for m in cls.metrics if m.role}
+            for (kind, _track, _name), cls in registry.components.items() if kind == "evaluator"}
+
+
+def _role(key: tuple, group: pd.DataFrame, roles: Roles) -> str | None:
+    evaluator = _evaluator(group)
+    stored = evaluator.get("metric_roles", {}).get(key[-1])
+    return stored or roles.get((key[0], evaluator["name"], evaluator["version"]), {}).get(key[-1])
+
+
+def _entry(key: tuple, group: pd.DataFrame, protocol: str, roles: Roles) -> dict[str, Any]:
     group = group.sort_values("seed")
     values = [float(v) for v in group["value"]]
     ci = bootstrap_ci(values)
@@ -110,7 +126,7 @@ def _entry(key: tuple, group: pd.DataFrame, protocol: str) -> dict[str, Any]:
         "seeds": [int(s) for s in group["seed"]],
         "seed_values": values,
         "direction": "higher" if bool(group["higher_is_better"].iloc[0]) else "lower",
-        "role": _evaluator(group).get("metric_roles", {}).get(key[-1]),
+        "role": _role(key, group, roles),
         "formula_version": str(group["formula_version"].iloc[0]),
         "protocol_version": protocol,
         "source": "measured",
@@ -135,8 +151,9 @@ def _variant_labels(df: pd.DataFrame, role: str) -> pd.Series:
     return labels
 
 
-def build_boards(store_path: str | Path) -> list[Board]:
-    """One board per (track, protocol) from every ``ok`` cell in the store."""
+def build_boards(store_path: str | Path, roles: Roles | None = None) -> list[Board]:
+    """One board per (track, protocol) from every ``ok`` cell in the store. ``roles``
+    (see ``declared_roles``) fills metric roles the stored results lack."""
     with Store(store_path) as store:
         df = store.long_table()
     if df.empty:
@@ -145,7 +162,7 @@ def build_boards(store_path: str | Path) -> list[Board]:
     boards = []
     for (track, protocol), tdf in df.groupby(["track", "protocol"], sort=True):
         tdf = tdf.assign(attack=_variant_labels(tdf, "attack"), defense=_variant_labels(tdf, "defense"))
-        rows = [_entry(key, g, protocol) for key, g in tdf.groupby(KEY_COLUMNS, sort=True)]
+        rows = [_entry(key, g, protocol, roles or {}) for key, g in tdf.groupby(KEY_COLUMNS, sort=True)]
         boards.append(Board(track, protocol, pd.DataFrame(rows)))
     return boards
 

@@ -6,7 +6,9 @@ import pandas as pd
 import pytest
 
 from benchbench.grid import run_grid
-from benchbench.leaderboard import Board, build_boards, markdown, metric_tables, validate_board, write_boards
+from benchbench.leaderboard import (Board, build_boards, declared_roles, markdown, metric_tables, validate_board,
+                                    write_boards)
+from benchbench.store import Store
 from benchbench.plots import pareto_plots, pareto_points, write_plots
 from benchbench.stats import bootstrap_ci
 
@@ -23,6 +25,24 @@ def board_dir(toy_registry, toy_config, tmp_path):
 def published(board_dir):
     out, _ = board_dir
     return json.loads((out / "leaderboard.json").read_text())
+
+
+def test_roles_missing_from_stored_results_come_from_the_installed_evaluator(toy_registry, toy_config, tmp_path):
+    store = tmp_path / "r.sqlite"
+    run_grid(toy_config, store, tmp_path / "cache", registry=toy_registry, progress=False)
+    with Store(store) as s:  # results stored before the evaluator declared roles
+        for key, comps in s.db.execute("select key, components_json from cells").fetchall():
+            comps = json.loads(comps)
+            for evaluator in comps["evaluators"]:
+                evaluator["metric_roles"] = {}
+            s.db.execute("update cells set components_json = ? where key = ?", (json.dumps(comps), key))
+        s.db.commit()
+    roles = lambda boards: set(boards[0].entries.role)  # noqa: E731
+    assert roles(build_boards(store)) == {None}
+    assert declared_roles(toy_registry)[("toy", "error", "1")] == {"abs_error": "robustness", "score": "utility"}
+    assert roles(build_boards(store, declared_roles(toy_registry))) == {"robustness", "utility"}
+    other_version = {("toy", "error", "2"): {"score": "utility"}}
+    assert roles(build_boards(store, other_version)) == {None}
 
 
 def test_long_table_aggregates_seeds_with_direction_role_and_interval(board_dir):
