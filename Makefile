@@ -10,11 +10,11 @@ PYTEST_ARGS ?=
 
 .PHONY: install demo grid leaderboards test test-quick clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[test,ray]"
+	$(PY) -m pip install -q -e ".[test,ray]" -c constraints.txt
 	touch $@
 
 install: $(VENV)/.installed
