@@ -62,8 +62,9 @@ def main() -> None:
     shown = torch.bincount(rows[:, 0], minlength=num_ids).argsort(descending=True, stable=True)[:args.rows]
     model = load(path)
     start = time.perf_counter()
-    fakes = sample(model, shown.repeat_interleave(num_cams), torch.arange(num_cams).repeat(len(shown)), size,
-                   defense.params.sampling_steps, defense.params.diffusion_seed, guidance=defense.params.guidance)
+    fakes = sample(model, shown.repeat_interleave(num_cams), torch.arange(num_cams).repeat(len(shown)),
+                   train.images, train.pids, defense.params.sampling_steps, defense.params.diffusion_seed,
+                   guidance=defense.params.guidance)
     per_image = (time.perf_counter() - start) / len(fakes)
     print(f"sampling: {per_image * 1000:.0f} ms per image ({defense.params.sampling_steps} DDIM steps, "
           f"guidance {defense.params.guidance}) -> {per_image * len(rows):.0f} s for the plan")
