@@ -65,6 +65,9 @@ def clip_checks(b: Board, store: Path | None) -> None:
         check(b.mean("none", attack, clean) <= 0.1,
               f"no defense, {attack} probe on the clean model (asr_clean) {b.mean('none', attack, clean):.3f} <= 0.1")
     defenses = sorted({d for d, _, _ in b.table if d != "none"})
+    for d in defenses:  # a model at chance has no backdoor to find: its low ASR is no defense
+        check(b.mean(d, "none", zs) >= 3 * chance, f"{d} still learns: clean zero-shot top-1 "
+                                                   f"{b.mean(d, 'none', zs):.3f} >= 3x chance ({3 * chance:.3f})")
     for attack in BACKDOORS:
         for d in defenses:
             check(b.mean(d, attack, asr) < b.mean("none", attack, asr),
