@@ -8,13 +8,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from benchbench.errors import BenchbenchError
+
+if TYPE_CHECKING:
+    from benchbench.registry import Registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Attack x defense robustness grids with pluggable components.")
@@ -93,7 +96,7 @@ def grid(
         raise typer.Exit(1)
 
 
-def _writers(registry) -> dict:
+def _writers(registry: Registry) -> dict:
     """Every leaderboard writer: built-in formats and plugins' ones, by format name."""
     writers: dict = {}
     for extra in registry.pm.hook.benchbench_leaderboard_writers():

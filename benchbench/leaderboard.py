@@ -24,7 +24,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import jsonschema
 import pandas as pd
@@ -34,6 +34,9 @@ from benchbench.errors import ConfigError
 from benchbench.hookspecs import hookimpl
 from benchbench.stats import bootstrap_ci, clear_best
 from benchbench.store import Store
+
+if TYPE_CHECKING:
+    from benchbench.registry import Registry
 
 SCHEMA_VERSION = 2
 SCHEMA_PATH = Path(__file__).with_name("leaderboard.schema.json")
@@ -99,7 +102,7 @@ def _provenance(group: pd.DataFrame) -> dict[str, Any]:
 Roles = dict[tuple[str, str, str], dict[str, str]]  # (track, evaluator, version) -> metric -> role
 
 
-def declared_roles(registry) -> Roles:
+def declared_roles(registry: Registry) -> Roles:
     """Metric roles as the installed evaluators declare them, for results stored before
     their evaluator declared one (a role labels a metric for plots; it changes no number)."""
     return {(cls.track, cls.name, cls.version): {m.name: m.role for m in cls.metrics if m.role}
