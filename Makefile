@@ -23,8 +23,11 @@ grid: install
 	$(BB) grid configs/clip-default.yaml --preset $(PRESET)
 	$(BB) grid configs/reid-default.yaml --preset $(PRESET)
 
+# The default preset's boards are the published ones; other presets write under runs/.
+BOARDS ?= $(if $(filter default,$(PRESET)),leaderboards,runs/$(PRESET)/leaderboards)
+
 demo: grid
-	$(BB) leaderboard --store runs/$(PRESET)/results.sqlite --out leaderboards/
+	$(BB) leaderboard --store runs/$(PRESET)/results.sqlite --out $(BOARDS)
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

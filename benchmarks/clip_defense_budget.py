@@ -3,8 +3,9 @@ ingredients, alone and together, on clean data.
 
 RoCLIP = augmentations (SimCLR images + EDA captions) + nearest-pool re-matching every
 other epoch. This runs, for one seed, the clean (attack ``none``) cell of ``none`` and of
-RoCLIP with matching switched off, with augmentation switched off, and as published,
-and prints clean zero-shot and linear-probe top-1 for each.
+RoCLIP with matching switched off, with augmentation switched off, as published, and
+with re-matching starting only after a warm-up of 5 plain epochs, and prints clean
+zero-shot and linear-probe top-1 for each.
 
     .venv/bin/python benchmarks/clip_defense_budget.py [--seed 0] [--threads 1]
 """
@@ -24,6 +25,9 @@ VARIANTS = {
     "roclip, no re-matching (augmentation only)": ComponentRef("roclip", {"match_every": 1000}),
     "roclip, no augmentation (re-matching only)": ComponentRef("roclip", {"image_augmentation": "none", "eda": 0.0}),
     "roclip (both, as in the grid)": ComponentRef("roclip"),
+    "roclip, re-matching from epoch 6": ComponentRef("roclip", {"first_match_epoch": 6}),
+    "roclip, re-matching from epoch 6, no augmentation": ComponentRef(
+        "roclip", {"first_match_epoch": 6, "image_augmentation": "none", "eda": 0.0}),
 }
 
 
