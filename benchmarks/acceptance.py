@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 from benchbench.clip.synthetic import SHAPES
@@ -41,15 +42,15 @@ class Board:
         return (defense, attack, metric) in self.table
 
 
-def check(ok: bool, what: str) -> bool:
+def check(ok: bool, what: str) -> None:
     print(f"{'PASS' if ok else 'FAIL'}  {what}")
-    return ok
 
 
 def grid_minutes(store: Path, track: str, defenses: tuple[str, ...] | None = None) -> float:
     """Sum of the cells' wall times (what one worker spent), in minutes."""
-    db = sqlite3.connect(store)
-    rows = db.execute("select defense, wall_seconds from cells where track = ? and status = 'ok'", (track,))
+    with closing(sqlite3.connect(store)) as db:
+        rows = db.execute("select defense, wall_seconds from cells where track = ? and status = 'ok'",
+                          (track,)).fetchall()
     return sum(s for d, s in rows if defenses is None or d in defenses) / 60
 
 
