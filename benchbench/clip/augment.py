@@ -154,6 +154,12 @@ def eda_views(captions: Sequence[str], rng: random.Random, **eda_params) -> list
 
 
 # -- defense plumbing -----------------------------------------------------------------
+#: What the ``default`` (CPU) presets of the augmenting defenses set: no image or caption
+#: views. At 32 px, 10 epochs and from scratch, SimCLR crops and EDA alone keep the model
+#: near chance (zero-shot 0.18 against 0.66 without; ``benchmarks/clip_defense_budget.py``).
+NO_AUGMENTATION = {"image_augmentation": "none", "eda": 0.0}
+
+
 class AugmentParams(Params):
     """The augmentation params every augmenting defense has (its Params subclass this)."""
 

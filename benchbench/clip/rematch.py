@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from benchbench.clip.api import ClipDefense
-from benchbench.clip.augment import AugmentParams, augment_batch
+from benchbench.clip.augment import NO_AUGMENTATION, AugmentParams, augment_batch
 from benchbench.clip.model import ClipModel, Features, contrastive_loss
 from benchbench.clip.trainer import Batch, PairSet, TrainConfig, TrainState
 from benchbench.ot import candidate_ot_distances
@@ -174,6 +174,15 @@ def load_matches(directory: str | Path) -> dict[str, Tensor] | None:
 
 
 # -- the shared defense loop ---------------------------------------------------------------
+#: The ``default`` (CPU) preset of every pool re-matching defense: five plain CLIP epochs
+#: before the first re-match, and no augmentation. Re-matching from epoch 2 pairs images
+#: with the captions of a model that has not learned yet, and then it never does (zero-shot
+#: at chance); after the warm-up it learns (0.43) and the re-matching can tell poisoned
+#: pairs apart (``benchmarks/clip_defense_budget.py``). SafeCLIP's first split uses the
+#: same warm-up.
+CPU_WARM_UP = {"first_match_epoch": 6, **NO_AUGMENTATION}
+
+
 class PoolParams(AugmentParams):
     """Params of pool re-matching defenses (RoCLIP, OTCCLIP)."""
 

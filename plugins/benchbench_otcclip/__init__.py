@@ -18,6 +18,8 @@ choice a param:
   matching epochs, the own caption otherwise);
 - intra-modality loss: the same OT InfoNCE between the patch tokens of two augmented
   views of each image, and between the word tokens of two EDA views of each caption;
+  (the ``default`` preset has no augmentation, so there the two views are the same
+  pair and the loss only spreads the token sets of different pairs apart);
 - L = L_CLIP + alpha L_inter + beta L_intra. The OT losses run on the first
   ``ot_batch`` pairs of each batch (all by default): B^2 OT problems per step is the
   dominant cost on a CPU.
@@ -34,7 +36,7 @@ from torch import Tensor
 import benchbench
 from benchbench.clip.augment import augment_batch
 from benchbench.clip.model import Features
-from benchbench.clip.rematch import PoolParams, PoolRematchingDefense, nearest, ot_rerank
+from benchbench.clip.rematch import CPU_WARM_UP, PoolParams, PoolRematchingDefense, nearest, ot_rerank
 from benchbench.clip.trainer import Batch, TrainState
 from benchbench.ot import pairwise_ot_distances
 
@@ -72,7 +74,7 @@ class OTCCLIP(PoolRematchingDefense):
     presets: ClassVar = {
         "smoke": {"pool_size": 128, "augment_group": 16, "match_every": 1, "first_match_epoch": 1,
                   "shortlist": 4, "ot_batch": 16, "sinkhorn_iters": 30},
-        "default": {"pool_size": 2048, "augment_group": 16, "shortlist": 5, "ot_batch": 16, "sinkhorn_iters": 50},
+        "default": {"pool_size": 2048, **CPU_WARM_UP, "shortlist": 5, "ot_batch": 16, "sinkhorn_iters": 50},
         "paper": {},
     }
 

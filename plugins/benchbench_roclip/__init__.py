@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 import benchbench
-from benchbench.clip.rematch import PoolRematchingDefense
+from benchbench.clip.rematch import CPU_WARM_UP, PoolRematchingDefense
 
 
 class RoCLIP(PoolRematchingDefense):
@@ -25,8 +25,8 @@ class RoCLIP(PoolRematchingDefense):
     description = "RoCLIP: every K epochs, train each image with its nearest caption in a FIFO caption pool"
     presets: ClassVar = {
         "smoke": {"pool_size": 128, "augment_group": 16, "match_every": 1, "first_match_epoch": 1},
-        # 5,000 training pairs: a pool of 2,048 holds ~250 captions per shape; 16 images share an augmentation draw
-        "default": {"pool_size": 2048, "augment_group": 16},
+        # 5,000 training pairs: a pool of 2,048 holds ~250 captions per shape; re-matching from epoch 6
+        "default": {"pool_size": 2048, **CPU_WARM_UP},
         "paper": {},
     }
 

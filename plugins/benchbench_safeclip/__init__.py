@@ -40,7 +40,7 @@ from torch import Tensor
 
 import benchbench
 from benchbench.clip.api import ClipDefense
-from benchbench.clip.augment import AugmentParams, augment_batch
+from benchbench.clip.augment import NO_AUGMENTATION, AugmentParams, augment_batch
 from benchbench.clip.inmodal import nn_inmodal_loss, one_way_infonce
 from benchbench.clip.model import ClipModel, Features
 from benchbench.clip.rematch import FeatureQueue
@@ -106,8 +106,10 @@ class SafeCLIP(ClipDefense):
 
     presets: ClassVar = {
         "smoke": {"inmodal_warmup": 1, "multimodal_warmup": 1, "augment_group": 16, "bank_size": 64},
-        # 10 protocol epochs: 2 + 1 warm-up, 7 filtered; the step spans about the paper's range (26 x 0.01)
-        "default": {"inmodal_warmup": 2, "multimodal_warmup": 1, "augment_group": 16, "ratio_step": 0.03},
+        # CPU_WARM_UP's schedule: 5 plain CLIP epochs, then 5 filtered; no augmentation (NO_AUGMENTATION).
+        # The published warm-up (2 in-modal + 1 CLIP epoch at lr / 100) leaves the first split at chance.
+        "default": {"inmodal_warmup": 0, "multimodal_warmup": 5, "warmup_lr_factor": 1.0, "ratio_step": 0.03,
+                    **NO_AUGMENTATION},
         "paper": {},
     }
 
