@@ -88,7 +88,7 @@ def grid(
     except BenchbenchError as exc:
         _fail(exc)
     console.print(f"{summary.total} cells: {summary.ok} run, {summary.cached} already in {store}, "
-                  f"{len(summary.failed)} failed")
+                  f"{len(summary.failed)} failed, {summary.wall_seconds / 60:.1f} min")
     for line in summary.failed:
         err.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
     if summary.failed:

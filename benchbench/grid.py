@@ -1,6 +1,7 @@
 """The grid driver: config -> cells -> executor -> store, resumable and failure-isolated."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ class GridSummary:
     cached: int = 0
     ok: int = 0
     failed: list[str] = field(default_factory=list)  # "label: error"
+    wall_seconds: float = 0.0  # from loading the config to the last stored result
 
     @property
     def success(self) -> bool:
@@ -30,6 +32,7 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
              preset: str = "default", seeds: int | None = None, executor: Executor | None = None,
              plugins: tuple[str, ...] = (), registry: Registry | None = None,
              progress: bool = True, argv: list[str] | None = None) -> GridSummary:
+    start = time.perf_counter()
     registry = registry or load_registry(plugins)
     config = load_config(config_path)
     cells = expand(config, registry, preset=preset, seeds=seeds)
@@ -48,6 +51,7 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
                 registry.pm.hook.benchbench_cell_finished(cell=cell, key=key, status="cached",
                                                           metrics={}, error=None)
         if not todo:
+            summary.wall_seconds = time.perf_counter() - start
             return summary
         run_id = store.start_run(str(config_path), config_hash(config), config.model_dump(), preset,
                                  distribution_versions(), argv)
@@ -58,6 +62,7 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
                 store.record(run_id, key, cell, result)
                 _report(registry, summary, cell, key, result)
                 bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
+    summary.wall_seconds = time.perf_counter() - start
     return summary
 
 
