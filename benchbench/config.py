@@ -83,8 +83,10 @@ def expand(config: GridConfig, registry: Registry, preset: str = "default",
            seeds: int | None = None) -> list[CellSpec]:
     """Cells = attacks x defenses x seeds, each validated by resolving it once.
 
-    Cells are ordered defense-major, then seed, then attack, so that consecutive cells
-    share their stages (a ReID model is trained once per defense and seed and reused).
+    Cells are ordered attack-major (then defense, then seed): the clean column comes
+    first, so a ReID grid trains each (defense, seed) model in its first cells and the
+    attack columns after it reuse them, and ``--jobs N`` workers start on N different
+    models instead of waiting on one another's stage lock.
     """
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
@@ -102,7 +104,7 @@ def expand(config: GridConfig, registry: Registry, preset: str = "default",
     seed_list = list(range(seeds)) if seeds is not None else config.seed_list()
     cells = [
         CellSpec(config.track, task, attack, defense, evaluators, seed, preset)
-        for defense, seed, attack in itertools.product(defenses, seed_list, attacks)
+        for attack, defense, seed in itertools.product(attacks, defenses, seed_list)
     ]
     for cell in cells:  # resolution validates names and params; raises ConfigError
         cell.resolve(registry)

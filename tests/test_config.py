@@ -4,11 +4,12 @@ from benchbench.config import expand, load_config
 from benchbench.errors import ConfigError
 
 
-def test_expand_is_defense_major_and_validates(toy_config, toy_registry):
+def test_expand_is_attack_major_and_validates(toy_config, toy_registry):
     cells = expand(load_config(toy_config), toy_registry, preset="smoke")
     assert len(cells) == 2 * 2 * 2
-    assert [(c.defense.name, c.seed, c.attack.name) for c in cells[:3]] == [
-        ("none", 0, "none"), ("none", 0, "shift"), ("none", 1, "none")]
+    # the clean column first: every (defense, seed) model is built before any attack reuses it
+    assert [(c.attack.name, c.defense.name, c.seed) for c in cells] == [
+        (attack, defense, seed) for attack in ("none", "shift") for defense in ("none", "clamp") for seed in (0, 1)]
     assert cells[0].resolve(toy_registry).task.params.n == 20  # smoke preset applied
 
 
