@@ -6,6 +6,9 @@ BB := $(VENV)/bin/benchbench
 #   make demo TORCH="torch==2.9.1 torchvision==0.24.1"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PRESET ?= default
+# Grid worker processes (each gets cores / JOBS torch threads): tiny models use two
+# single-threaded workers better than one two-threaded one.
+JOBS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: install demo grid leaderboards test test-quick clean
@@ -20,8 +23,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 grid: install
-	$(BB) grid configs/clip-default.yaml --preset $(PRESET)
-	$(BB) grid configs/reid-default.yaml --preset $(PRESET)
+	$(BB) grid configs/clip-default.yaml --preset $(PRESET) --jobs $(JOBS)
+	$(BB) grid configs/reid-default.yaml --preset $(PRESET) --jobs $(JOBS)
 
 # The default preset's boards are the published ones; other presets write under runs/.
 BOARDS ?= $(if $(filter default,$(PRESET)),leaderboards,runs/$(PRESET)/leaderboards)

@@ -20,6 +20,7 @@ import statistics
 import time
 
 import torch
+from common import mean_std
 
 from benchbench.cells import CellSpec, ComponentRef
 from benchbench.registry import load_registry
@@ -34,12 +35,6 @@ def cell(attack: str, seed: int, preset: str) -> dict:
     return CellSpec(track="clip", task=ComponentRef("clip-poisoning"), attack=ComponentRef(attack),
                     defense=ComponentRef("none"), evaluators=tuple(ComponentRef(e) for e in EVALUATORS),
                     seed=seed, preset=preset).to_dict()
-
-
-def summary(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} +- {std:.3f}"
 
 
 def main() -> None:
@@ -74,7 +69,7 @@ def main() -> None:
     for attack, metrics in results.items():
         print(f"{attack}:")
         for name, values in sorted(metrics.items()):
-            print(f"  {name:22s} {summary(values)}")
+            print(f"  {name:22s} {mean_std(values)}")
     mean = {a: {k: statistics.fmean(v) for k, v in m.items()} for a, m in results.items()}
     chance = 1 / n_classes
     checks = [(f"zero-shot top-1 >= 3x chance ({3 * chance:.3f})", mean["none"]["zero-shot/top1"] >= 3 * chance)]

@@ -19,12 +19,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
+from common import CellRunner, add_runner_args
 
-from benchbench.cells import CellSpec, ComponentRef
+from benchbench.cells import ComponentRef
 from benchbench.clip.augment import NO_AUGMENTATION
-from benchbench.registry import load_registry
-from benchbench.runner import Environment, run_cell
 
 PUBLISHED = {"first_match_epoch": 2, "image_augmentation": "simclr", "eda": 0.1, "augment_group": 16}
 SAFECLIP_PUBLISHED_WARM_UP = {"inmodal_warmup": 2, "multimodal_warmup": 1, "warmup_lr_factor": 0.01,
@@ -55,22 +53,16 @@ UNDER_BADNETS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", default="runs/cache", help="shares the default grid's stages")
+    add_runner_args(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    registry, env = load_registry(), Environment(cache_root=args.cache, progress=False)
+    run = CellRunner(args)
     for attack, variants in (("none", CLEAN), ("badnets", UNDER_BADNETS)):
         print(f"default preset, attack {attack}, seed {args.seed}")
         for label, defense in variants.items():
             start = time.perf_counter()
             evaluators = ("zero-shot", "linear-probe") + (("asr",) if attack != "none" else ())
-            spec = CellSpec("clip", ComponentRef("clip-poisoning"), ComponentRef(attack), defense,
-                            tuple(ComponentRef(e) for e in evaluators), args.seed, "default")
-            result = run_cell(spec.to_dict(), env, registry)
-            if result["status"] != "ok":
-                raise SystemExit(f"{label} failed:\n{result['traceback']}")
-            m = result["metrics"]
+            m = run("clip", ComponentRef("clip-poisoning"), ComponentRef(attack), defense, evaluators,
+                    args.seed)["metrics"]
             asr = f"  ASR {m['asr']['asr']['value']:.3f}" if "asr" in m else ""
             print(f"{label:56s} zero-shot top-1 {m['zero-shot']['top1']['value']:.3f}  linear-probe top-1 "
                   f"{m['linear-probe']['top1']['value']:.3f}{asr}  ({time.perf_counter() - start:.0f} s)", flush=True)

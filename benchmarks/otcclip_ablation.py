@@ -16,14 +16,11 @@ re-paired with a caption naming other classes).
 from __future__ import annotations
 
 import argparse
-import statistics
 from collections import defaultdict
 
-import torch
+from common import CellRunner, add_runner_args, mean_std
 
-from benchbench.cells import CellSpec, ComponentRef
-from benchbench.registry import load_registry
-from benchbench.runner import Environment, run_cell
+from benchbench.cells import ComponentRef
 
 VARIANTS = {
     "roclip (default preset)": ComponentRef("roclip"),
@@ -36,28 +33,18 @@ METRICS = {"ASR": ("asr", "asr"), "zero-shot": ("zero-shot", "top1"), "recall": 
            "false re-match": ("rematch", "false_rematch_rate")}
 
 
-def fmt(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", default="runs/cache", help="shares the default grid's stages")
+    add_runner_args(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    registry, env = load_registry(), Environment(cache_root=args.cache, progress=False)
-    evaluators = tuple(ComponentRef(e) for e in ("zero-shot", "asr", "rematch"))
+    run = CellRunner(args)
     values: dict[tuple[str, str, str], list[float]] = defaultdict(list)
     for attack in ATTACKS:
         for label, defense in VARIANTS.items():
             for seed in range(args.seeds):
-                spec = CellSpec("clip", ComponentRef("clip-poisoning"), ComponentRef(attack), defense,
-                                evaluators, seed, "default")
-                result = run_cell(spec.to_dict(), env, registry)
-                if result["status"] != "ok":
-                    raise SystemExit(f"{label} failed:\n{result['traceback']}")
+                result = run("clip", ComponentRef("clip-poisoning"), ComponentRef(attack), defense,
+                             ("zero-shot", "asr", "rematch"), seed)
                 for name, (evaluator, metric) in METRICS.items():
                     values[(attack, label, name)].append(result["metrics"][evaluator][metric]["value"])
                 print(f"{attack} {label} seed {seed}: " + ", ".join(
@@ -66,7 +53,7 @@ def main() -> None:
         print(f"\n{attack}, default preset, mean ± std over {args.seeds} seeds")
         print(f"{'':42s}" + "".join(f"{name:>16s}" for name in METRICS))
         for label in VARIANTS:
-            print(f"{label:42s}" + "".join(f"{fmt(values[(attack, label, name)]):>16s}" for name in METRICS))
+            print(f"{label:42s}" + "".join(f"{mean_std(values[(attack, label, name)]):>16s}" for name in METRICS))
 
 
 if __name__ == "__main__":

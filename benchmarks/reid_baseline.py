@@ -15,6 +15,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from common import mean_std
 from rich.console import Console
 from rich.table import Table
 
@@ -23,11 +24,6 @@ from benchbench.registry import load_registry
 from benchbench.runner import Environment, run_cell
 
 CONFIG = Path(__file__).resolve().parent.parent / "configs" / "reid-default.yaml"
-
-
-def fmt(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {sd:.3f}"
 
 
 def main() -> None:
@@ -67,7 +63,7 @@ def main() -> None:
         for a in attacks:
             table.add_column(a, justify="right")
         for d in defenses:
-            table.add_row(d, *[fmt(scores[(d, a)][metric]) if scores[(d, a)][metric] else "-" for a in attacks])
+            table.add_row(d, *[mean_std(scores[(d, a)][metric]) if scores[(d, a)][metric] else "-" for a in attacks])
         console.print(table)
     for (d, kind), secs in sorted(cell_seconds.items()):
         console.print(f"{d}: {kind} cells {statistics.mean(secs):.0f}s mean over {len(secs)}")

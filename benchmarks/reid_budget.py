@@ -16,29 +16,21 @@ import argparse
 import statistics
 from collections import defaultdict
 
-import torch
+from common import CellRunner, add_runner_args, mean_std
 
-from benchbench.cells import CellSpec, ComponentRef
-from benchbench.registry import load_registry
-from benchbench.runner import Environment, run_cell
+from benchbench.cells import ComponentRef
 
 DEFENSES = ("none", "metric-at")
 ATTACKS = ("none", "sma", "metric-ifgsm")
-
-
-def fmt(values: list[float]) -> str:
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.3f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cache", default="runs/cache", help="shares the default grid's stages")
+    add_runner_args(parser)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    registry, env = load_registry(), Environment(cache_root=args.cache, progress=False)
+    run = CellRunner(args)
     mAP: dict[tuple[int, str, str], list[float]] = defaultdict(list)
     train_seconds: dict[tuple[int, str], list[float]] = defaultdict(list)
     for epochs in args.epochs:
@@ -46,11 +38,7 @@ def main() -> None:
         for defense in DEFENSES:
             for seed in range(args.seeds):
                 for attack in ATTACKS:
-                    spec = CellSpec("reid", task, ComponentRef(attack), ComponentRef(defense),
-                                    (ComponentRef("reid-rank"),), seed, "default")
-                    result = run_cell(spec.to_dict(), env, registry)
-                    if result["status"] != "ok":
-                        raise SystemExit(f"{spec.label} failed:\n{result['traceback']}")
+                    result = run("reid", task, ComponentRef(attack), ComponentRef(defense), ("reid-rank",), seed)
                     value = result["metrics"]["reid-rank"]["mAP"]["value"]
                     mAP[(epochs, defense, attack)].append(value)
                     trained = result["stages"].get("reid-model:build", 0)
@@ -65,7 +53,7 @@ def main() -> None:
         for defense in DEFENSES:
             secs = train_seconds.get((epochs, defense))
             cached = f"{statistics.mean(secs):.0f}" if secs else "cached"
-            print(f"{epochs:>6} {defense:10} " + " ".join(f"{fmt(mAP[(epochs, defense, a)]):>14}" for a in ATTACKS)
+            print(f"{epochs:>6} {defense:10} " + " ".join(f"{mean_std(mAP[(epochs, defense, a)]):>14}" for a in ATTACKS)
                   + f"   {cached}")
     print("\nmetric-at / none, attacked mAP (target >= 2); clean-mAP cost of metric-at")
     for epochs in args.epochs:

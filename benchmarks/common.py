@@ -1,0 +1,44 @@
+"""What the benchmark scripts share: running single cells outside a grid, through the
+grid's own path (``benchbench.runner.run_cell``, so the stage cache and every plugin
+behave as in ``benchbench grid``), and printing mean ± std over seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from benchbench.cells import CellSpec, ComponentRef
+from benchbench.registry import load_registry
+from benchbench.runner import Environment, run_cell
+
+
+def mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` (sample std; 0 for a single value)."""
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {std:.3f}"
+
+
+def add_runner_args(parser: argparse.ArgumentParser, cache: str = "runs/cache", threads: int = 1) -> None:
+    parser.add_argument("--threads", type=int, default=threads, help="torch CPU threads")
+    parser.add_argument("--cache", default=cache, help="stage cache (runs/cache shares the default grid's stages)")
+
+
+class CellRunner:
+    """Runs one cell at a time; a failed cell stops the script with its traceback."""
+
+    def __init__(self, args: argparse.Namespace):
+        torch.set_num_threads(args.threads)
+        self.registry = load_registry()
+        self.env = Environment(cache_root=args.cache, progress=False)
+
+    def __call__(self, track: str, task: ComponentRef, attack: ComponentRef, defense: ComponentRef,
+                 evaluators: Sequence[str], seed: int, preset: str = "default") -> dict[str, Any]:
+        spec = CellSpec(track, task, attack, defense, tuple(ComponentRef(e) for e in evaluators), seed, preset)
+        result = run_cell(spec.to_dict(), self.env, self.registry)
+        if result["status"] != "ok":
+            raise SystemExit(f"{spec.label} failed:\n{result['traceback']}")
+        return result
