@@ -177,7 +177,7 @@ def load_matches(directory: str | Path) -> dict[str, Tensor] | None:
 #: The ``default`` (CPU) preset of every pool re-matching defense: five plain CLIP epochs
 #: before the first re-match, and no augmentation. Re-matching from epoch 2 pairs images
 #: with the captions of a model that has not learned yet, and then it never does (zero-shot
-#: at chance); after the warm-up it learns (0.43) and the re-matching can tell poisoned
+#: at chance); after the warm-up it learns (0.42) and the re-matching can tell poisoned
 #: pairs apart (``benchmarks/clip_defense_budget.py``). SafeCLIP's first split uses the
 #: same warm-up.
 CPU_WARM_UP = {"first_match_epoch": 6, **NO_AUGMENTATION}

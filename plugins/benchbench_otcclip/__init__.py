@@ -17,7 +17,7 @@ choice a param:
   word tokens of caption j)`` as similarities (caption = the matched pooled caption in
   matching epochs, the own caption otherwise);
 - intra-modality loss: the same OT InfoNCE between the patch tokens of two augmented
-  views of each image, and between the word tokens of two EDA views of each caption;
+  views of each image, and between the word tokens of two EDA views of each caption
   (the ``default`` preset has no augmentation, so there the two views are the same
   pair and the loss only spreads the token sets of different pairs apart);
 - L = L_CLIP + alpha L_inter + beta L_intra. The OT losses run on the first
