@@ -65,10 +65,12 @@ def timed_run(store: Path, what: str) -> None:
         print(f"info  {what}: no timed run in {store} (see this script's docstring)")
         return
     with closing(sqlite3.connect(store)) as db:
-        (start,), (end, n) = (db.execute("select min(started_at) from runs").fetchone(),
-                              db.execute("select max(finished_at), count(*) from cells where status = 'ok'").fetchone())
+        (start, argv), (end, n) = (db.execute("select min(started_at), argv from runs").fetchone(),
+                                   db.execute("select max(finished_at), count(*) from cells where status = 'ok'").fetchone())
+    args = json.loads(argv or "[]")
+    jobs = args[args.index("--jobs") + 1] if "--jobs" in args else "1"
     minutes = (end - start) / 60
-    check(minutes < 30, f"{what}: {n} cells in {minutes:.1f} min wall with 2 workers from an empty cache (< 30)")
+    check(minutes < 30, f"{what}: {n} cells in {minutes:.1f} min wall with {jobs} worker(s) (< 30)")
 
 
 def clip_checks(b: Board, store: Path | None) -> None:
