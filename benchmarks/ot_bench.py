@@ -16,6 +16,9 @@ from well matched to unrelated, as CLIP patch and word tokens do.
 
     .venv/bin/python benchmarks/ot_bench.py --quick
     .venv/bin/python benchmarks/ot_bench.py --sizes 16x8 32x16 64x32 --pairs 2048 --repeats 5
+
+Ablations of our solver (module constants of `benchbench.ot`): `--sinkhorn-only` turns
+the Newton phase off, `--cache-mb N` sets the chunk size the solver keeps in cache.
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import ot
 import ot.batch
 import torch
 
+import benchbench.ot
 from benchbench.ot import cosine_cost, sinkhorn
 
 R = TypeVar("R")
@@ -112,17 +116,27 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is shown")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sinkhorn-only", action="store_true",
+                        help="ablation: our solver without its Newton phase")
+    parser.add_argument("--cache-mb", type=float,
+                        help="ablation: MB of kernel per solver chunk (default: the solver's)")
     parser.add_argument("--quick", action="store_true",
                         help="one small size, few pairs and repeats (a smoke run)")
     args = parser.parse_args()
     if args.quick:
         args.sizes, args.pairs, args.loop_pairs, args.repeats = ["32x16"], 512, 64, 3
     torch.set_num_threads(args.threads)
+    if args.sinkhorn_only:
+        benchbench.ot._NEWTON_BELOW = 0.0
+    if args.cache_mb is not None:
+        benchbench.ot._CACHE_BYTES = int(args.cache_mb * 2**20)
 
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
           f"torch {torch.__version__} threads={torch.get_num_threads()}, POT {ot.__version__}")
     print(f"reg={args.reg} tol={args.tol} pairs={args.pairs} (POT loop: {args.loop_pairs}) "
           f"D={args.dim} median of {args.repeats}; pairs/s, x = ours / other")
+    print(f"ours: Newton {'off' if benchbench.ot._NEWTON_BELOW <= 0 else 'on'}, "
+          f"chunks of {benchbench.ot._CACHE_BYTES / 2**20:g} MB of kernel")
     header = (f"{'P':>3} {'T':>3} | {'ours':>9} {'it':>4} {'err':>8} | {'POT loop':>9} {'x':>6} "
               f"{'err':>8} | {'batch-log':>9} {'x':>6} {'it':>4} {'err':>8} | "
               f"{'batch':>9} {'x':>6} {'it':>4} {'err':>8}")
