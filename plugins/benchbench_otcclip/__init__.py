@@ -56,7 +56,7 @@ def ot_infonce(x: Tensor, y: Tensor, logit_scale: Tensor, reg: float, *, x_mask:
 
 class OTCCLIP(PoolRematchingDefense):
     name = "otcclip"
-    version = "1"
+    version = "2"  # 2: benchbench.ot gained a Newton phase; distances, hence results, moved
     description = "OTCCLIP (our reading): pool re-matching re-ranked by patch/word-token OT, plus OT alignment losses"
     needs_tokens: ClassVar[bool] = True
 
