@@ -31,7 +31,8 @@ ABLATIONS = ("dddefense(balance=False, self_meta=True)", "dddefense(balance=True
 
 
 class Board:
-    """(defense, attack, evaluator/metric) -> (mean, std) of one track's leaderboard.json."""
+    """(defense, attack, evaluator/metric) -> (mean, std), and -> {seed: value}, of one track's
+    leaderboard.json."""
 
     def __init__(self, path: Path):
         entries = json.loads(path.read_text())["entries"]
