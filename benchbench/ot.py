@@ -448,8 +448,8 @@ def _newton_step(live: _Live, beta: Tensor, alpha: Tensor) -> Tensor:
     # Pi^T diag(1 / a) Pi = diag(beta) (K^T diag(alpha^2 / a) K) diag(beta): one pass
     # over the kernels, then (n, T, T) work only.
     root = (alpha / torch.where(a > 0, a, 1.0).sqrt()).mT  # (n, P, 1), 0 on padding
-    scaled = (live.kernel * root if torch.is_grad_enabled()  # out= has no autograd
-              else torch.mul(live.kernel, root, out=live.workspace()))
+    scaled = (live.kernel * root if live.kernel.requires_grad or root.requires_grad
+              else torch.mul(live.kernel, root, out=live.workspace()))  # out= has no autograd
     # In place: fresh (n, T, T) tensors cost page faults comparable to the arithmetic.
     hessian = torch.bmm(scaled.mT, scaled).mul_(beta.mT).mul_(-beta)
     hessian.diagonal(dim1=1, dim2=2).add_((cols + 1 - real_cols)[:, 0])
