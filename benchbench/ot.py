@@ -352,12 +352,12 @@ def _iterate(log_k: Tensor, log_a: Tensor, log_b: Tensor, tol: float, max_iter: 
     underflow where mass is). Until the Newton phase, the iterates are those of
     log-domain Sinkhorn from u = 0, as in POT; the initial v only shifts each kernel
     column to a maximum of its marginal. Once every live problem's error is below
-    _NEWTON_BELOW, each iteration is followed by `_newton_step` and checked.
-    Every _CHECK_EVERY iterations: converged problems leave the batch; scalings outside
-    [_MIN_SCALING, 1 / _MIN_SCALING] are absorbed into (u, v) and the kernel rebuilt; if
-    kernel underflow made a scaling 0, inf or NaN (say, a row of costs far above the
-    others at a small reg), the iterations since the last check are dropped and an exact
-    log-domain iteration restarts from there.
+    _NEWTON_BELOW, every iteration is checked and then followed by `_newton_step`.
+    At each check (every _CHECK_EVERY iterations before that): converged problems leave
+    the batch; scalings outside [_MIN_SCALING, 1 / _MIN_SCALING] are absorbed into
+    (u, v) and the kernel rebuilt; if kernel underflow made a scaling 0, inf or NaN (say,
+    a row of costs far above the others at a small reg), the iterations since the last
+    check are dropped and an exact log-domain iteration restarts from there.
     """
     log_a, log_b = log_a[:, None, :], log_b[:, None, :]
     u_out, v_out = torch.empty_like(log_a), torch.empty_like(log_b)
