@@ -461,7 +461,7 @@ def _newton_step(live: _Live, beta: Tensor, alpha: Tensor) -> Tensor:
     new_alpha = alpha
     for length in _NEWTON_STEPS:
         trial_beta = beta * (length * step).exp()
-        trial_alpha = live.a / torch.bmm(trial_beta, live.kernel_t)
+        trial_alpha = a / torch.bmm(trial_beta, live.kernel_t)
         trial_error = (trial_beta * torch.bmm(trial_alpha, live.kernel) - b).abs().sum((1, 2))
         take = ~accepted & (trial_error < error)
         new_alpha = torch.where(take[:, None, None], trial_alpha, new_alpha)
