@@ -28,12 +28,13 @@ def add_runner_args(parser: argparse.ArgumentParser, cache: str = "runs/cache", 
 
 
 class CellRunner:
-    """Runs one cell at a time; a failed cell stops the script with its traceback."""
+    """Runs one cell at a time; a failed cell stops the script with its traceback.
+    ``plugins``: extra plugin modules or .py files, as ``benchbench grid --plugin``."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: argparse.Namespace, plugins: Sequence[str] = ()):
         torch.set_num_threads(args.threads)
-        self.registry = load_registry()
-        self.env = Environment(cache_root=args.cache, progress=False)
+        self.registry = load_registry(plugins)
+        self.env = Environment(cache_root=args.cache, plugins=tuple(plugins), progress=False)
 
     def __call__(self, track: str, task: ComponentRef, attack: ComponentRef, defense: ComponentRef,
                  evaluators: Sequence[str], seed: int, preset: str = "default") -> dict[str, Any]:

@@ -1,12 +1,15 @@
-"""Defense pieces that need no training: metric-at's schedule and loss, the baseline's hooks."""
+"""metric-at's schedule, loss and adversarial batches, and the variants its screen trains."""
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from benchbench.registry import load_registry
 from benchbench.reid.trainer import Batch, Output, TrainConfig
+from benchbench.testing import check_component_runs
 
 
 def fake_run(epochs: int):
@@ -64,3 +67,17 @@ def test_metric_at_trains_on_adversarial_batches(registry, tiny_root):
     train(spy, data.train, data.num_train_ids, TrainConfig(arch="osnet_x0_25", epochs=1, ids_per_batch=4,
                                                           images_per_id=2), seed=0, show_progress=False)
     assert spy.moved and all(0 < m <= 4 / 255 + 1e-6 for m in spy.moved)
+
+
+VARIANTS = Path(__file__).resolve().parents[2] / "benchmarks" / "reid_at_variants.py"
+
+
+@pytest.mark.parametrize("name", ["metric-at-no-ce", "metric-at-hard-triplet", "metric-at-bn-train",
+                                  "metric-at-self-push", "metric-at-mixed", "metric-at-clean-pull"])
+def test_metric_at_variants_of_the_screen_train(name, reid_context):
+    """The variants `benchmarks/reid_at_variants.py` screens load as a --plugin file and
+    each trains and is attacked in a smoke cell."""
+    registry = load_registry([str(VARIANTS)], strict=True)
+    cls = registry.get("defense", "reid", name)
+    result = check_component_runs(cls, registry=registry, attack="sma", cache_root=reid_context.ctx.cache.root)
+    assert result["stages"].get("reid-model:build") == 1
