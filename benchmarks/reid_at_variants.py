@@ -71,17 +71,15 @@ class Mixed(MetricAT):
         return batch.cat(super().transform_batch(batch, run))
 
 
-class CleanPull(MetricAT):
+class CleanPull(Mixed):
     name = "metric-at-clean-pull"
     description = "metric-at plus a TRADES-like term pulling each adversarial embedding to its clean one"
 
     class Params(MetricAT.Params):
         weight: float = Field(1.0, ge=0, description="weight of the mean squared feature shift")
 
-    def transform_batch(self, batch, run):
-        return batch.cat(super().transform_batch(batch, run))  # clean first, then adversarial
-
     def loss_terms(self, out, batch, run):
+        """metric-at's loss on the adversarial half of the mixed batch (clean first), plus the shift."""
         from benchbench.reid.trainer import Output
 
         n = len(batch.pids) // 2
