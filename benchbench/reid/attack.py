@@ -33,14 +33,23 @@ def bai_steps(eps: float) -> int:
 @dataclass
 class Guides:
     """Per-image guide features. ``push``: (N, M, D) with ``push_mask`` (N, M) marking
-    real entries; ``pull``: (N, D) or None."""
+    real entries; ``pull``: (N, D) or None. ``random_start`` (N,) marks images that must
+    start from a random point of the eps ball whatever the attack's own setting: those
+    guided by their own clean feature alone, whose objective has zero gradient at the
+    clean image."""
 
     push: torch.Tensor
     push_mask: torch.Tensor
     pull: torch.Tensor | None = None
+    random_start: torch.Tensor | None = None
 
     def __getitem__(self, index: slice) -> "Guides":
-        return Guides(self.push[index], self.push_mask[index], None if self.pull is None else self.pull[index])
+        return Guides(*(None if t is None else t[index]
+                        for t in (self.push, self.push_mask, self.pull, self.random_start)))
+
+    def to(self, device: torch.device | str) -> "Guides":
+        return Guides(*(None if t is None else t.to(device)
+                        for t in (self.push, self.push_mask, self.pull, self.random_start)))
 
 
 def self_guides(features: torch.Tensor) -> Guides:
@@ -48,13 +57,31 @@ def self_guides(features: torch.Tensor) -> Guides:
     return Guides(features[:, None, :], torch.ones(len(features), 1, dtype=torch.bool))
 
 
-def same_identity_guides(features: torch.Tensor, pids: torch.Tensor) -> Guides:
-    """The clean features of every image with the same identity, the image itself included."""
+def same_identity_guides(features: torch.Tensor, pids: torch.Tensor, include_self: bool = True) -> Guides:
+    """The clean features of every image with the same identity, the image itself included
+    unless ``include_self`` is False (then an image alone in its identity has no guide)."""
     same = pids[:, None] == pids[None, :]  # (N, N)
-    width = int(same.sum(1).max())
+    if not include_self:
+        same &= ~torch.eye(len(pids), dtype=torch.bool)
+    width = max(1, int(same.sum(1).max()))
     order = same.float().argsort(dim=1, descending=True, stable=True)[:, :width]  # same-id first
     mask = same.gather(1, order)
     return Guides(features[order], mask)
+
+
+def other_same_identity_guides(features: torch.Tensor, pids: torch.Tensor) -> Guides:
+    """The clean features of the *other* images with the same identity; an image with none
+    falls back to SMA's rule: pushed from its own clean feature, from a random start.
+
+    Guiding an image by itself too adds a term with zero gradient at the clean image, so
+    an image alone in its identity would never move (no random start in Bai's attacks).
+    """
+    guides = same_identity_guides(features, pids, include_self=False)
+    lone = ~guides.push_mask.any(1)
+    guides.push[lone, 0] = features[lone]
+    guides.push_mask[lone, 0] = True
+    guides.random_start = lone
+    return guides
 
 
 def identity_prototypes(features: torch.Tensor, pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -122,14 +149,22 @@ class MetricAttack(Attack):
         return torch.cat([self._perturb(images[i:i + self.batch_size], guides[i:i + self.batch_size])
                           for i in range(0, len(images), self.batch_size)])
 
+    def _start(self, x0: torch.Tensor, forced: torch.Tensor | None) -> torch.Tensor:
+        """The clean images, or a uniform point of the eps ball for every image when
+        ``random_start`` is set and for the ``forced`` ones otherwise."""
+        chosen = torch.full((len(x0),), self.random_start, dtype=torch.bool, device=x0.device)
+        if forced is not None:
+            chosen |= forced
+        if not chosen.any():
+            return x0.clone()
+        noise = torch.rand(x0.shape, generator=self.generator).to(self.device) * 2 - 1
+        start = (x0 + self.eps * noise).clamp(0, 1)
+        return torch.where(chosen[:, None, None, None], start, x0)
+
     @torch.enable_grad()  # callers often extract features under no_grad
     def _perturb(self, x0: torch.Tensor, guides: Guides) -> torch.Tensor:
-        guides = Guides(guides.push.to(self.device), guides.push_mask.to(self.device),
-                        None if guides.pull is None else guides.pull.to(self.device))
-        x = x0.clone()
-        if self.random_start:
-            noise = torch.rand(x0.shape, generator=self.generator).to(self.device) * 2 - 1
-            x = (x0 + self.eps * noise).clamp(0, 1)
+        guides = guides.to(self.device)
+        x = self._start(x0, guides.random_start)
         velocity = torch.zeros_like(x0)
         for _ in range(self.steps):
             x.requires_grad_(True)

@@ -67,8 +67,9 @@ class _Iterative(ReidInputAttack):
 
 class MetricIFGSM(_Iterative):
     name = "metric-ifgsm"
+    version = "2"  # 2 (also metric-fgsm/-mifgsm): a query no longer guides itself; a lone one falls back to SMA
     uses_labels = True
-    description = "Bai et al. metric I-FGSM: push the query from same-identity queries (f^, MSE)"
+    description = "Bai et al. metric I-FGSM: push the query from the other same-identity queries (f^, MSE)"
     method = "MetricIterative"
 
 

@@ -9,22 +9,24 @@ from __future__ import annotations
 import torch
 
 from benchbench.reid.attack import (Guides, MetricAttack, farthest_feature, farthest_prototype,
-                                    masked_sq_dist, same_identity_guides, self_guides)
+                                    masked_sq_dist, other_same_identity_guides, same_identity_guides,
+                                    self_guides)
 
 
 class MetricIterative(MetricAttack):
     """Bai et al.'s metric FGSM / I-FGSM / MI-FGSM: ascend sum_g ||f^(x') - f^(g)||^2.
 
-    Bai attacks gallery images guided by the same-identity queries. Attacking queries,
-    the guides are the clean features of every *query* with the same identity (the
-    image itself included, so an identity with one query degrades to a self-guided
-    attack): this reads the query labels, never the gallery's.
+    Bai attacks gallery images guided by the same-identity queries (so never by the
+    image itself). Attacking queries, the guides are the clean features of every *other*
+    query with the same identity: this reads the query labels, never the gallery's. A
+    query alone in its identity has no such guide and falls back to SMA's rule (pushed
+    from its own clean feature, from a random start), so no query is left unperturbed.
     """
 
     normalize_features = True
 
     def guides(self, features: torch.Tensor, pids: torch.Tensor) -> Guides:
-        return same_identity_guides(features, pids)
+        return other_same_identity_guides(features, pids)
 
     def objective(self, features: torch.Tensor, guides: Guides) -> torch.Tensor:
         return masked_sq_dist(features, guides.push, guides.push_mask)

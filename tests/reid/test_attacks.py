@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchbench.reid.attack import (farthest_feature, farthest_prototype, identity_prototypes,
-                                    same_identity_guides)
+                                    other_same_identity_guides, same_identity_guides)
 from benchbench.reid.models import build_model
 
 ATTACKS = ["none", "metric-fgsm", "metric-ifgsm", "metric-mifgsm", "sma", "odfa", "fna"]
@@ -47,6 +47,18 @@ def test_epsilon_ball_range_and_determinism(registry, model, queries, name, eps)
         assert (adv - images).abs().max() > eps / 255 / 2  # it does move the images
 
 
+@pytest.mark.parametrize("name", ["metric-fgsm", "metric-ifgsm", "metric-mifgsm"])
+def test_bai_attacks_move_every_query_to_the_boundary(registry, model, queries, name):
+    """A query alone in its identity (pid 4 here) used to be its own only guide: zero
+    gradient, no random start, never perturbed. Now every query reaches the eps ball's
+    boundary."""
+    images, pids = queries
+    assert (pids == 4).sum() == 1
+    adv = make(registry, name, eps=8.0).build(model, seed=0)(images, pids)
+    linf = (adv - images).flatten(1).abs().max(1).values
+    assert torch.allclose(linf, torch.full_like(linf, 8 / 255), atol=1e-6), linf * 255
+
+
 @pytest.mark.parametrize("name", ["metric-ifgsm", "sma", "odfa", "fna"])
 def test_attack_pushes_features_away(registry, model, queries, name):
     images, pids = queries
@@ -71,6 +83,10 @@ def test_guides():
     g = same_identity_guides(f, pids)
     assert g.push.shape == (5, 2, 2) and g.push_mask.sum(1).tolist() == [2, 2, 2, 2, 1]
     assert torch.equal(g.push[4, 0], f[4])  # a lone identity guides itself
+    others = other_same_identity_guides(f, pids)
+    assert others.push.shape == (5, 1, 2) and others.push_mask.all()
+    assert torch.equal(others.push[:, 0], f[[1, 0, 3, 2, 4]])  # the other image, or itself when alone
+    assert others.random_start.tolist() == [False, False, False, False, True]
     ids, protos = identity_prototypes(f, pids)
     assert ids.tolist() == [1, 2, 3] and torch.allclose(protos[1], torch.tensor([5.1, 0.0]))
     assert torch.allclose(farthest_prototype(f, pids)[0], torch.tensor([5.1, 0.0]))
