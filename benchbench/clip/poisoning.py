@@ -3,7 +3,9 @@
 Poison captions come, by default, from the training set itself: captions that name the
 adversarial class and no other class (as RoCLIP's ``create_poison`` picks real captions
 containing the label), so poisons read like the rest of the data. ``captions: template``
-uses "a photo of a {class}." instead, as CleanCLIP's backdoor code does.
+uses "a photo of a {class}." instead; ``captions: imagenet-templates`` draws one of CLIP's
+80 ImageNet prompt templates per poison, as CleanCLIP's ``backdoor/create_backdoor_data.py``
+does (``templates[random.randint(0, len(templates) - 1)](label)``).
 
 ``BackdoorAttack`` holds everything BadNets, Blended and later trigger attacks share:
 choose ``poison_rate`` of the training pairs, add the trigger to their images, caption
@@ -28,7 +30,7 @@ from benchbench.clip.data import CAPTION, LABEL, class_names, edit_pairs, to_pil
 from benchbench.errors import ConfigError, DataError
 
 TEMPLATE = "a photo of a {}."
-CaptionSource = Literal["train", "template"]
+CaptionSource = Literal["train", "template", "imagenet-templates"]
 
 
 def captions_naming(captions: Sequence[str], classes: Sequence[str], target: int) -> list[str]:
@@ -45,6 +47,10 @@ def poison_captions(train_captions: Sequence[str], classes: Sequence[str], targe
     """``n`` captions naming ``classes[target]`` (drawn with replacement)."""
     if source == "template":
         return [TEMPLATE.format(classes[target])] * n
+    if source == "imagenet-templates":
+        from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES as IMAGENET  # heavy: only when used
+
+        return [IMAGENET[i](classes[target]) for i in rng.integers(len(IMAGENET), size=n)]
     pool = captions_naming(train_captions, classes, target)
     if not pool:
         raise DataError(f"no training caption names class '{classes[target]}' alone; set the attack param "
@@ -69,7 +75,10 @@ class BackdoorAttack(ClipDataAttack):
                                                      "evaluation classes with the cell's seed")
         poison_rate: float = Field(0.01, gt=0, le=1, description="fraction of training pairs poisoned")
         captions: CaptionSource = Field("train", description="poison captions: training captions naming the "
-                                                            "target ('train') or 'a photo of a {target}.'")
+                                                            "target ('train'), 'a photo of a {target}.' "
+                                                            "('template') or one of CLIP's 80 ImageNet "
+                                                            "templates per poison ('imagenet-templates', "
+                                                            "CleanCLIP)")
 
     def poison(self, train: datasets.Dataset, test: datasets.Dataset, seed: int) -> Poisoned:
         rng = np.random.default_rng(seed)

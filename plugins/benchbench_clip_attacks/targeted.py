@@ -29,7 +29,9 @@ class TargetedPoison(ClipDataAttack):
         captions_per_target: int = Field(20, ge=1, description="poison pairs per target (papers: 30-100 in "
                                                                "millions of pairs)")
         captions: CaptionSource = Field("train", description="poison captions: training captions naming the "
-                                                            "adversarial class ('train') or a template")
+                                                            "adversarial class ('train'), 'a photo of a {class}.' "
+                                                            "('template') or one of CLIP's 80 ImageNet "
+                                                            "templates ('imagenet-templates')")
 
     def poison(self, train: datasets.Dataset, test: datasets.Dataset, seed: int) -> Poisoned:
         rng = np.random.default_rng(seed)

@@ -59,6 +59,48 @@ def test_blended_mixes_one_fixed_noise_image_with_alpha():
     assert (out.float() - images.float()).abs().mean() > 5
 
 
+def test_badnets_paper_preset_is_cleanclips_fresh_gaussian_patch():
+    """CleanCLIP's patch: 16 px on 224, the image's channel means + N(0, 1) noise, redrawn
+    for every image, at a random position; deterministic for the generator's seed."""
+    attack = BadNets(preset="paper")
+    assert attack.params.captions == "imagenet-templates" and attack.params.position == "random"
+    images = _grey(n=8, size=224, value=128)
+    out = attack.apply_trigger(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, attack.apply_trigger(images, torch.Generator().manual_seed(0)))
+    patches = []
+    for image, changed in zip(out, (out != images).any(dim=1)):
+        ys, xs = changed.any(1).nonzero()[:, 0], changed.any(0).nonzero()[:, 0]
+        assert len(ys) == len(xs) == 16 and changed.sum() > 250  # one 16 px square
+        patches.append(image[:, ys.min():ys.max() + 1, xs.min():xs.max() + 1])
+    assert not any(torch.equal(patches[0], p) for p in patches[1:])  # fresh noise, same clean image
+    values = torch.stack(patches).float() / 255
+    assert abs(values.mean() - 0.5) < 0.05 and (values == 0).float().mean() > 0.25  # N(0.5, 1), clamped
+
+
+def test_blended_paper_preset_is_cleanclips_fresh_uniform_blend():
+    attack = Blended(preset="paper")
+    assert attack.params.alpha == 0.2 and attack.params.captions == "imagenet-templates"
+    images = torch.full((4, 3, 32, 32), 100, dtype=torch.uint8)
+    out = attack.apply_trigger(images, torch.Generator().manual_seed(0))
+    assert torch.equal(out, attack.apply_trigger(images, torch.Generator().manual_seed(0)))
+    noise = (out.float() - 0.8 * images.float()) / 0.2
+    assert not any(torch.allclose(noise[0], n, atol=5) for n in noise[1:])  # fresh per image
+    assert noise.min() < 20 and noise.max() > 235 and abs(noise.mean() - 127.5) < 10  # uniform pixel noise
+    assert (noise[:, :, :, 1:] - noise[:, :, :, :-1]).abs().mean() > 40  # one cell per pixel
+
+
+@pytest.mark.parametrize("attack_cls", [BadNets, Blended])
+def test_paper_preset_captions_draw_cleanclips_imagenet_templates(tiny_data, attack_cls):
+    pairs, test = tiny_data
+    out = attack_cls({"target": "star", "poison_rate": 0.2}, preset="paper").poison(pairs, test, seed=0)
+    flags = np.array(out.train["is_poison"][:])
+    captions = np.array(out.train["caption"][:])[flags]
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    allowed = {t("star") for t in OPENAI_IMAGENET_TEMPLATES}
+    assert set(captions) <= allowed and len(set(captions)) > 3
+
+
 @pytest.mark.parametrize("attack_cls", [BadNets, Blended])
 def test_backdoor_poisons_rate_of_pairs_with_target_captions(tiny_data, attack_cls):
     pairs, test = tiny_data
