@@ -31,7 +31,20 @@ def test_metric_at_warms_up_its_budget(registry):
     paper = registry.get("defense", "reid", "metric-at")(preset="paper")
     paper.attack = SimpleNamespace(eps=None, alpha=None)
     paper.on_epoch_start(run)
-    assert paper.attack.eps == pytest.approx(5 / 255)  # GOAT: full budget from the start
+    assert paper.attack.eps == pytest.approx(5 * 0.225 / 255)  # GOAT: full budget from the start
+
+
+def test_metric_at_paper_preset_is_goats_normalised_budget_and_ce_loss(registry):
+    """GOAT's eps 5/255 and step 1/255 are in ImageNet-normalised space: x std in pixels.
+    Its defended models train with cross-entropy alone."""
+    paper = registry.get("defense", "reid", "metric-at")(preset="paper")
+    p = paper.params
+    assert (p.eps, p.alpha, p.steps) == (pytest.approx(1.125), pytest.approx(0.225), 7)
+    pids = torch.tensor([0, 0, 1, 1])
+    out = Output(logits=torch.zeros(4, 2), features=torch.tensor([[0.0], [1.0], [3.0], [3.5]]))
+    assert set(paper.loss_terms(out, Batch(torch.zeros(4, 3, 8, 4), pids, pids), fake_run(1))) == {"ce"}
+    triplet = registry.get("defense", "reid", "metric-at")({"loss": "triplet"})
+    assert set(triplet.loss_terms(out, Batch(torch.zeros(4, 3, 8, 4), pids, pids), fake_run(1))) == {"triplet"}
 
 
 def test_metric_at_loss_is_soft_margin_triplet_plus_ce(registry):
