@@ -99,7 +99,8 @@ def farthest_prototype(features: torch.Tensor, pids: torch.Tensor) -> torch.Tens
 
 
 def farthest_feature(features: torch.Tensor, pids: torch.Tensor) -> torch.Tensor:
-    """For each image, the farthest feature of another identity (GOAT's in-batch pull guide)."""
+    """For each image, the farthest feature of another identity (GOAT's in-batch pull guide,
+    except that GOAT takes the farthest other image whatever its identity)."""
     dist = pairwise_distances(features).masked_fill(pids[:, None] == pids[None, :], float("-inf"))
     return features[dist.argmax(1)]
 

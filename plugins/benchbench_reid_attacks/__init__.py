@@ -108,7 +108,7 @@ class ODFA(_Iterative):
 class FNAParams(IterativeParams):
     pull: Literal["prototype", "feature"] = Field(
         "prototype", description="pull guide: farthest identity's mean feature (FNA) or farthest "
-                                 "single feature of another identity (GOAT's in-batch guide)")
+                                 "single feature of another identity (close to GOAT's in-batch guide)")
     push: bool = Field(True, description="keep the same-identity push term (false = FNA-pull)")
     random_start: bool = Field(False, description="start from a uniform point in the eps ball")
 

@@ -62,7 +62,7 @@ class FurthestNegativeAttack(MetricAttack):
     the attack is given (the query set; the batch in adversarial training). Pull guide:
     the mean feature of the farthest other identity (``pull="prototype"``, FNA) or the
     farthest single feature of another identity (``pull="feature"``, GOAT's in-batch
-    guide). ``push=False`` is FNA-pull. Reads the labels of that set (query labels at
+    guide but for GOAT's "whatever its identity"). ``push=False`` is FNA-pull. Reads the labels of that set (query labels at
     test time), never the gallery's.
     """
 
