@@ -99,3 +99,13 @@ def test_the_model_does_not_depend_on_which_cell_built_its_stages(tmp_path, regi
     assert warm["status"] == "ok", warm["traceback"]
     assert warm["stages"]["dddefense-generator:hit"] == 1 and warm["stages"]["reid-model:build"] == 1
     assert (model_dir(tmp_path, "dddefense") / "model.safetensors").read_bytes() == weights
+
+    # the gate's reference model is the plain cell's own model stage, and its record is kept
+    plain = run_cell(spec({"name": "none", "params": {}}, attack="none"), env, registry)
+    assert plain["status"] == "ok", plain["traceback"]
+    assert plain["stages"]["reid-model:hit"] == 1 and "reid-model:build" not in plain["stages"]
+    (gated,) = stage_dirs(tmp_path, "dddefense-gate")
+    record = json.loads((gated / "gate.json").read_text())
+    assert record["reference_model"] == model_dir(tmp_path, "none").name
+    assert record["generated"] == sum(v["generated"] for v in record["per_identity"].values())
+    assert 0 <= record["acceptance_rate"] <= record["gate_acceptance_rate"] <= 1
