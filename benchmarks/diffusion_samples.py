@@ -50,10 +50,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the plain model the gate uses")
     parser.add_argument("--candidates", type=int, default=8, help="generated images shown per identity (gate)")
     parser.add_argument("--gate-out", type=Path, default=Path("docs/img/dddefense_gate.png"))
+    parser.add_argument("--set", action="append", default=[], metavar="PARAM=JSON",
+                        help="override a dddefense param over the preset, e.g. diffusion_steps=300")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    task, defense = ReidAdversarialTask(preset=args.preset), DDDefense(preset=args.preset)
+    task, defense = ReidAdversarialTask(preset=args.preset), DDDefense(
+        {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}, preset=args.preset)
     cache = StageCache(args.cache)
     data_key, root = data_source(task, RunContext(cache=cache, seed=0, preset=args.preset))
     size = (task.params.height, task.params.width)

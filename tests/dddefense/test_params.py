@@ -24,3 +24,24 @@ def test_trained_against_names_the_attack_pool():
     assert DDDefense().trained_against() == ["fna", "sma"]
     assert DDDefense({"attack_pool": ["sma"]}).trained_against() == ["sma"]
     assert DDDefense({"self_meta": False}).trained_against() == ["fna"]
+
+
+def test_ce_weight_scales_the_classifier_term():
+    from types import SimpleNamespace
+
+    import torch
+
+    from benchbench.reid.trainer import Batch, Output, TrainConfig
+    from benchbench_dddefense.phases import AdversarialPhase
+
+    features = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    run = SimpleNamespace(forward=lambda batch: Output(torch.zeros(4, 2), features), config=TrainConfig(),
+                          ce=lambda logits, pids: torch.tensor(2.0))
+    batch = Batch(torch.zeros(4, 3, 8, 4), torch.tensor([0, 0, 1, 1]), torch.zeros(4, dtype=torch.int64))
+
+    def ce(weight: float) -> float:
+        phase = AdversarialPhase.__new__(AdversarialPhase)  # the terms only, no attacks built
+        phase.p = DDDefense({"ce_weight": weight}).params
+        return float(phase.terms(batch, lambda images, pids: images, features, run)["ce"])
+
+    assert (ce(1.0), ce(0.25), ce(0.0)) == (2.0, 0.5, 0.0)
