@@ -117,7 +117,8 @@ def draw_gate(args, task, defense, cache: StageCache, data_key: str, root: Path)
     record = json.loads((gated.path / "gate.json").read_text())
     print(f"gate (seed {args.seed}, stage {gated.key}): {record['passed_gate']}/{record['generated']} pass "
           f"({record['gate_acceptance_rate']:.1%}), {record['kept']} kept after the "
-          f"{record['max_synthetic_share']} share cap ({record['acceptance_rate']:.1%}); after: "
+          f"{record['max_synthetic_share']} share cap ({record['acceptance_rate']:.1%}); real images passing "
+          f"the same test: {record['real_pass_rate']:.1%}; after: "
           f"{json.dumps({k: round(v, 3) for k, v in record['after'].items()})}")
     files = [f.name for f in layout_files(extension.path)]
     candidates = read_layout(extension.path, size, {pid: label for label, pid in names.items()})

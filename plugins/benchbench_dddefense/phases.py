@@ -115,12 +115,16 @@ def gate_stage(defense, train: ImageSet, num_ids: int, num_cams: int, extension:
         model = load_model(reference.path).to(device)
         passed = gate.identity_gate(lambda x: extract_features(model, x), train.images, train.pids,
                                     candidates.images, candidates.pids, num_ids)
+        # the same test on the real images: how far the reference model itself can be trusted
+        real_pass = gate.identity_gate(lambda x: extract_features(model, x), train.images, train.pids,
+                                       train.images, train.pids, num_ids)
         real = torch.bincount(train.pids, minlength=num_ids)
         kept = gate.cap_share(passed, candidates.pids, real, p.max_synthetic_share)
         counts = balancing.camera_counts(train.pids, train.camids, num_ids, num_cams)
         after = counts + balancing.camera_counts(candidates.pids[kept], candidates.camids[kept], num_ids, num_cams)
         record = {**gate.summary(candidates.pids, passed, kept, names), "max_synthetic_share": p.max_synthetic_share,
-                  "reference_model": reference.key, "after": balancing.bias_stats(after),
+                  "reference_model": reference.key, "real_pass_rate": round(float(real_pass.float().mean()), 4),
+                  "after": balancing.bias_stats(after),
                   "kept_files": [f.name for f, k in zip(files, kept.tolist()) if k],
                   "rejected_by_gate": [f.name for f, k in zip(files, passed.tolist()) if not k]}
         (out / "gate.json").write_text(json.dumps(record, indent=1))

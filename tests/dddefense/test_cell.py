@@ -109,3 +109,4 @@ def test_the_model_does_not_depend_on_which_cell_built_its_stages(tmp_path, regi
     assert record["reference_model"] == model_dir(tmp_path, "none").name
     assert record["generated"] == sum(v["generated"] for v in record["per_identity"].values())
     assert 0 <= record["acceptance_rate"] <= record["gate_acceptance_rate"] <= 1
+    assert 0 <= record["real_pass_rate"] <= 1
