@@ -9,7 +9,9 @@
 
   1. ``prepare_data(train, run) -> ImageSet`` once, before the sampler is built:
      add or re-weight training images (the debiasing defense adds generated images of
-     rare identities and cameras here; ``run.cache`` keeps its generator trained once).
+     rare identities and cameras here; ``run.cache`` keeps its generator trained once,
+     and ``run.reference_stage()`` gives the plain model of the same data and seed,
+     which it asks whether a generated image still shows its identity).
   2. ``on_train_start(run)`` once, with the model built (build attacks here), then per
      epoch ``on_epoch_start(run)``;
   3. per batch ``train_step(batch, run) -> {name: float}``. The default step is

@@ -45,11 +45,21 @@ def model_stage(task, defense: ReidDefense, data: ReidData, data_key: str, ctx: 
     def build(out: Path) -> None:
         model = train(defense, data.train, data.num_train_ids, train_config(task), ctx.seed, cache=ctx.cache,
                       data_key=data_key, show_progress=ctx.progress, log_path=out / "train_log.json",
-                      device=ctx.device, data_root=root, layout=task.params.layout)
+                      device=ctx.device, data_root=root, layout=task.params.layout,
+                      reference=lambda: reference_stage(task, data, data_key, ctx, root))
         save_model(model, out)
 
     parts = {"data": data_key, "task": task.identity(), "defense": defense.identity(), "seed": ctx.seed}
     return ctx.cache.get_or_build("reid-model", parts, build)
+
+
+def reference_stage(task, data: ReidData, data_key: str, ctx: RunContext, root: Path | None = None) -> Stage:
+    """The ``none`` defense's model for this data and seed, under the key its own cell uses
+    (so a defense that asks for it inside a grid reuses the grid's model)."""
+    from benchbench.registry import load_registry
+
+    plain = load_registry().get("defense", "reid", "none")(preset=ctx.preset)
+    return model_stage(task, plain, data, data_key, ctx, root)
 
 
 def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext) -> Embeddings:

@@ -19,7 +19,7 @@ import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from torchattacks.attack import Attack
 
     from benchbench.reid.api import ReidDefense
-    from benchbench.stages import StageCache
+    from benchbench.stages import Stage, StageCache
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,10 @@ class TrainRun:
 
     def __init__(self, model: ReidNet, train: ImageSet, config: TrainConfig, seed: int,
                  cache: "StageCache | None" = None, data_key: str = "", device: str = "cpu",
-                 data_root: Path | None = None, layout: str = "market1501", show_progress: bool = False):
+                 data_root: Path | None = None, layout: str = "market1501", show_progress: bool = False,
+                 reference: "Callable[[], Stage] | None" = None):
         self.model, self.train, self.config, self.seed = model, train, config, seed
+        self._reference = reference
         # for stages a defense builds itself (e.g. a generator trained once per data set)
         self.cache, self.data_key, self.device, self.show_progress = cache, data_key, device, show_progress
         # the layout folder the training set was read from (None: in-memory data), for
@@ -107,6 +109,17 @@ class TrainRun:
         self.generator = torch.Generator().manual_seed(seed)  # for a defense's own randomness
         self.ce = CrossEntropyLoss(self.num_classes, use_gpu=False, label_smooth=True)
         self.triplet = TripletLoss(margin=config.margin)
+
+    def reference_stage(self) -> "Stage":
+        """The plain (``none`` defense) model of the same data, task and seed: the very stage
+        the ``none`` cell trains, fetched from the cache or built (a defense that needs a
+        model of the real data, e.g. to vet generated images, reuses the grid's)."""
+        if self._reference is None:
+            from benchbench.errors import ConfigError
+
+            raise ConfigError("this defense needs the plain model of the same data and seed: run it "
+                              "through the reid-adversarial task (which provides it)")
+        return self._reference()
 
     def forward(self, batch: Batch) -> Output:
         logits, features = self.model(batch.images)
@@ -158,12 +171,13 @@ def _batches(train: ImageSet, config: TrainConfig) -> Iterator[torch.Tensor]:
 def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config: TrainConfig, seed: int,
           cache: "StageCache | None" = None, data_key: str = "", show_progress: bool = True,
           log_path: Path | None = None, device: str = "cpu", data_root: Path | None = None,
-          layout: str = "market1501") -> ReidNet:
-    """Train a model with ``defense``'s hooks; return it in eval mode."""
+          layout: str = "market1501", reference: "Callable[[], Stage] | None" = None) -> ReidNet:
+    """Train a model with ``defense``'s hooks; return it in eval mode. ``reference``
+    returns the plain model's stage (``TrainRun.reference_stage``)."""
     with seeded(seed):
         model = build_model(config.arch, num_classes, config.weights).to(device).train()
         run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout,
-                       show_progress)
+                       show_progress, reference)
         run.train = defense.prepare_data(train_set, run)
         defense.on_train_start(run)
         augment = v2.Compose([v2.RandomCrop(tuple(train_set.images.shape[-2:]), padding=config.pad),

@@ -8,7 +8,10 @@ Two phases, each with an ablation switch:
    with fewer than ``delta1`` images and for the under-seen cameras of identities whose
    largest camera share exceeds ``delta2`` (``balancing``). They are written as a
    Market-1501-layout extension of the training set (a second cached stage, shared by
-   every seed and ablation) and added to training.
+   every seed and ablation). An identity-preservation gate (``gate``) keeps only the
+   images that the plain model of the same seed (the ``none`` cell's model) ranks as
+   their intended identity, capped at ``max_synthetic_share`` of each identity; the kept
+   images are added to training.
 2. ``self_meta`` on top of metric adversarial training with FNES (``fnes``): each step
    splits the batch's identities and the ``attack_pool`` into meta-train/meta-test and
    seen/held-out halves and makes a first-order meta-update (``meta``), with the
@@ -21,7 +24,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, field_validator
 
 import benchbench
 from benchbench.api import Params
@@ -33,7 +38,7 @@ __version__ = "1.0"
 
 class DDDefense(ReidDefense):
     name = "dddefense"
-    version = "1"
+    version = "2"  # 2: identity-preservation gate; the trainer's RNG no longer depends on cached stages
     description = ("Debiased dual-invariant defense: diffusion data balancing + FNES metric adversarial "
                    "training with adversarially-enhanced self-meta learning")
 
@@ -43,9 +48,14 @@ class DDDefense(ReidDefense):
         delta1: int = Field(10, ge=0, description="balancing: minimum images per identity")
         delta2: float = Field(0.5, gt=0, le=1, description="balancing: maximum share of an identity's images "
                                                            "from one camera (>= 1/number of cameras)")
+        identity_gate: bool = Field(True, description="keep a generated image only if the plain model of the "
+                                                      "same seed ranks its intended identity first")
+        max_synthetic_share: float = Field(0.5, ge=0, le=1, description="most share of an identity's training "
+                                                                        "images that may be generated (a rule)")
         diffusion_path: str | None = Field(
-            None, description="a generator folder saved by benchbench_dddefense.diffusion.save (e.g. trained "
-                              "on a GPU); null = train one on the training set (cached)")
+            None, description="a generator folder saved by benchbench_dddefense.diffusion.save (diffusers "
+                              "unet/ + condition.safetensors + diffusion.json, e.g. trained on a GPU); "
+                              "null = train one on the training set (cached)")
         diffusion_size: tuple[int, int] = Field((32, 16), description="(height, width) the diffusion UNet works at")
         diffusion_channels: tuple[int, ...] = Field((32, 64, 64), description="UNet block widths")
         diffusion_steps: int = Field(1200, ge=1, description="diffusion training steps")
@@ -69,6 +79,26 @@ class DDDefense(ReidDefense):
                                                        "(0.05: about the size of an Adam step at lr 2e-3 early in training)")
         meta_test_weight: float = Field(1.0, ge=0, description="weight of the meta-test gradient")
         self_weight: float = Field(1.0, ge=0, description="weight of the clean/adversarial feature consistency")
+        ce_weight: float = Field(1.0, ge=0, description="weight of the classifier's cross-entropy on attacked "
+                                                        "images, times the task's (ablation: 0 leaves robustness "
+                                                        "to the metric terms)")
+
+        @field_validator("diffusion_path")
+        @classmethod
+        def _is_generator_folder(cls, value: str | None) -> str | None:
+            """Checked when the config is read, not after the other cells have trained."""
+            if value is None:
+                return value
+            folder = Path(value).expanduser()
+            if not folder.is_dir():
+                raise ValueError(f"{folder} is not a folder; give a generator folder saved by "
+                                 f"benchbench_dddefense.diffusion.save, or leave it unset")
+            missing = [f for f in ("diffusion.json", "condition.safetensors", "unet/config.json")
+                       if not (folder / f).is_file()]
+            if missing:
+                raise ValueError(f"{folder} is not a saved dddefense generator (no {', '.join(missing)}); give "
+                                 f"a folder saved by benchbench_dddefense.diffusion.save, or leave it unset")
+            return value
 
     presets: ClassVar = {
         "smoke": {"diffusion_size": (16, 8), "diffusion_channels": (16, 32), "diffusion_steps": 10,
@@ -92,6 +122,10 @@ class DDDefense(ReidDefense):
 
     def train_step(self, batch, run):
         return self.phase.step(batch, run)
+
+    def trained_against(self) -> list[str]:
+        """The attacks its training runs: the self-meta pool, or FNES's FNA without self-meta."""
+        return list(self.params.attack_pool) if self.params.self_meta else ["fna"]
 
 
 @benchbench.hookimpl

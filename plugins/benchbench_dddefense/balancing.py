@@ -102,10 +102,16 @@ def write_layout(root: Path, images: torch.Tensor, pids: torch.Tensor, camids: t
     return paths
 
 
-def read_layout(root: Path, size: tuple[int, int], pid_to_label: dict[int, int]) -> ImageSet:
-    """Read a written extension back through the data layer; identities become the
-    training labels of ``pid_to_label``."""
-    files = sorted((root / TRAIN_DIR).glob("*.jpg"))
+def layout_files(root: Path) -> list[Path]:
+    """The images of a written extension, in the order ``read_layout`` reads them."""
+    return sorted((root / TRAIN_DIR).glob("*.jpg"))
+
+
+def read_layout(root: Path, size: tuple[int, int], pid_to_label: dict[int, int],
+                keep: set[str] | None = None) -> ImageSet:
+    """Read a written extension back through the data layer (only the file names in
+    ``keep``, if given); identities become the training labels of ``pid_to_label``."""
+    files = [f for f in layout_files(root) if keep is None or f.name in keep]
     items = []
     for path in files:
         m = GENERATED_NAME.match(path.name)

@@ -129,8 +129,12 @@ def train_diffusion(images: torch.Tensor, pids: torch.Tensor, camids: torch.Tens
     drawn uniformly and paired with another image of its identity as reference; both
     are flipped at random, independently."""
     gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)  # the UNet's initialisation
-    model = ConditionalUNet(num_ids, num_cams, config.size, config.channels).train()
+    # diffusers initialises from the global RNG: seed it in a fork, so that training a
+    # generator (or finding it cached) leaves the caller's RNG, e.g. the ReID
+    # trainer's, as it was
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = ConditionalUNet(num_ids, num_cams, config.size, config.channels).train()
     ema = EMAModel(model.parameters(), decay=config.ema_decay)
     scheduler = DDPMScheduler(**SCHEDULE)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.0)

@@ -2,9 +2,12 @@
 
 - ``balanced_training_set``: generator stage (trained once per data set and image size,
   or loaded from ``diffusion_path``) -> extension stage (the planned images sampled and
-  written in Market-1501 layout, once per generator and balancing params) -> the
-  training set plus the extension. Neither stage depends on the cell's seed or on the
-  phase-2 params, so every seed and the ``self_meta`` ablation share them.
+  written in Market-1501 layout, once per generator and balancing params) -> gate stage
+  (``gate``: the images the plain model of the cell's seed still recognises as their
+  identity, capped per identity) -> the training set plus the kept images. The first
+  two stages do not depend on the cell's seed or on the phase-2 params, so every seed
+  and the ``self_meta`` ablation share them; the gate is per seed and shared by the
+  ablations.
 - ``AdversarialPhase``: one training step, FNES adversarial training alone or inside the
   self-meta update.
 """
@@ -19,10 +22,10 @@ import torch
 from benchbench.cells import stable_hash
 from benchbench.errors import ConfigError, DataError
 from benchbench.reid.data import NAME, ImageSet, LayoutDataset
-from benchbench.reid.models import extract_features
+from benchbench.reid.models import extract_features, load_model
 from benchbench.reid.trainer import Batch, TrainRun
-from benchbench.stages import StageCache
-from benchbench_dddefense import balancing, diffusion
+from benchbench.stages import Stage, StageCache
+from benchbench_dddefense import balancing, diffusion, gate
 from benchbench_dddefense.fnes import farthest_targets, fnes_loss
 from benchbench_dddefense.meta import first_order_meta_step, self_consistency, split_identities, split_pool
 
@@ -68,18 +71,15 @@ def generator(defense, train: ImageSet, num_ids: int, num_cams: int, cache: Stag
     return stage.key, stage.path
 
 
-def balanced_training_set(defense, train: ImageSet, run: TrainRun) -> ImageSet:
-    """``train`` plus the generated extension (read back from its Market-1501 files)."""
+def extension_stage(defense, train: ImageSet, num_ids: int, num_cams: int, cache: StageCache, data_key: str,
+                    names: dict[int, int]) -> Stage:
+    """The planned images sampled and written in Market-1501 layout (with ``plan.json``),
+    before the gate: shared by every seed."""
     p = defense.params
-    if run.cache is None or run.data_root is None:
-        raise ConfigError("dddefense balance: true needs the task's stage cache and a layout folder "
-                          "(run it through the reid-adversarial task), or set balance: false")
-    num_ids, num_cams = run.num_classes, int(train.camids.max()) + 1
     counts = balancing.camera_counts(train.pids, train.camids, num_ids, num_cams)
     rows = balancing.plan(counts, p.delta1, p.delta2)
     size = tuple(train.images.shape[-2:])
-    gen_key, gen_path = generator(defense, train, num_ids, num_cams, run.cache, run.data_key)
-    names = train_pid_names(run.data_root, run.layout)
+    gen_key, gen_path = generator(defense, train, num_ids, num_cams, cache, data_key)
 
     def build(out: Path) -> None:
         model = diffusion.load(gen_path)
@@ -98,9 +98,62 @@ def balanced_training_set(defense, train: ImageSet, run: TrainRun) -> ImageSet:
     parts = {"generator": gen_key, "size": list(size), "delta1": p.delta1, "delta2": p.delta2,
              "sampling_steps": p.sampling_steps, "guidance": p.guidance, "seed": p.diffusion_seed,
              "version": defense.version}
-    stage = run.cache.get_or_build("dddefense-balanced", parts, build)
-    extension = balancing.read_layout(stage.path, size, {pid: label for label, pid in names.items()})
-    return train.concat(extension)
+    return cache.get_or_build("dddefense-balanced", parts, build)
+
+
+def gate_stage(defense, train: ImageSet, num_ids: int, num_cams: int, extension: Stage, reference: Stage,
+               cache: StageCache, names: dict[int, int], device: str = "cpu") -> Stage:
+    """The identity-preservation gate and the synthetic-share cap applied to ``extension``
+    with the plain model ``reference``: ``gate.json`` lists the kept files and the
+    acceptance per identity (one stage per seed, as the reference model is)."""
+    p = defense.params
+
+    def build(out: Path) -> None:
+        files = balancing.layout_files(extension.path)
+        candidates = balancing.read_layout(extension.path, tuple(train.images.shape[-2:]),
+                                           {pid: label for label, pid in names.items()})
+        model = load_model(reference.path).to(device)
+        passed = gate.identity_gate(lambda x: extract_features(model, x), train.images, train.pids,
+                                    candidates.images, candidates.pids, num_ids)
+        # the same test on the real images: how far the reference model itself can be trusted
+        real_pass = gate.identity_gate(lambda x: extract_features(model, x), train.images, train.pids,
+                                       train.images, train.pids, num_ids)
+        real = torch.bincount(train.pids, minlength=num_ids)
+        kept = gate.cap_share(passed, candidates.pids, real, p.max_synthetic_share)
+        counts = balancing.camera_counts(train.pids, train.camids, num_ids, num_cams)
+        after = counts + balancing.camera_counts(candidates.pids[kept], candidates.camids[kept], num_ids, num_cams)
+        record = {**gate.summary(candidates.pids, passed, kept, names), "max_synthetic_share": p.max_synthetic_share,
+                  "reference_model": reference.key, "real_pass_rate": round(float(real_pass.float().mean()), 4),
+                  "after": balancing.bias_stats(after),
+                  "kept_files": [f.name for f, k in zip(files, kept.tolist()) if k],
+                  "rejected_by_gate": [f.name for f, k in zip(files, passed.tolist()) if not k]}
+        (out / "gate.json").write_text(json.dumps(record, indent=1))
+
+    parts = {"extension": extension.key, "reference": reference.key, "max_synthetic_share": p.max_synthetic_share,
+             "version": defense.version}
+    return cache.get_or_build("dddefense-gate", parts, build)
+
+
+def balanced_training_set(defense, train: ImageSet, run: TrainRun) -> ImageSet:
+    """``train`` plus the generated extension (read back from its Market-1501 files),
+    gated unless ``identity_gate`` is off. Draws nothing from the global RNG (stages
+    cached or not), so the trained model does not depend on which cell built them."""
+    p = defense.params
+    if run.cache is None or run.data_root is None:
+        raise ConfigError("dddefense balance: true needs the task's stage cache and a layout folder "
+                          "(run it through the reid-adversarial task), or set balance: false")
+    num_ids, num_cams = run.num_classes, int(train.camids.max()) + 1
+    names = train_pid_names(run.data_root, run.layout)
+    with torch.random.fork_rng(devices=[]):  # loading the reference model initialises one first
+        extension = extension_stage(defense, train, num_ids, num_cams, run.cache, run.data_key, names)
+        keep = None
+        if p.identity_gate:
+            gated = gate_stage(defense, train, num_ids, num_cams, extension, run.reference_stage(), run.cache,
+                               names, run.device)
+            keep = set(json.loads((gated.path / "gate.json").read_text())["kept_files"])
+    images = balancing.read_layout(extension.path, tuple(train.images.shape[-2:]),
+                                   {pid: label for label, pid in names.items()}, keep)
+    return train.concat(images)
 
 
 class AdversarialPhase:
@@ -142,7 +195,7 @@ class AdversarialPhase:
         adv = replace(batch, images=attack(batch.images, batch.pids))
         out = run.forward(adv)
         targets = farthest_targets(clean, batch.pids)
-        terms = {"ce": run.config.ce_weight * run.ce(out.logits, batch.pids),
+        terms = {"ce": self.p.ce_weight * run.config.ce_weight * run.ce(out.logits, batch.pids),
                  "fnes": run.config.triplet_weight * fnes_loss(out.features, batch.pids, targets,
                                                                self.p.fnes_temperature)}
         if self.p.self_meta:

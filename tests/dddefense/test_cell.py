@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,38 @@ def test_generated_images_are_deterministic(tmp_path, registry):
         (balanced,) = stage_dirs(tmp_path / sub, "dddefense-balanced")
         pixels.append([Path(f).read_bytes() for f in sorted((balanced / "bounding_box_train").glob("*.jpg"))])
     assert pixels[0] and pixels[0] == pixels[1]
+
+
+def model_dir(cache: Path, defense: str) -> Path:
+    (found,) = [d for d in stage_dirs(cache, "reid-model")
+                if json.loads((d / "stage.json").read_text())["parts"]["defense"]["name"] == defense]
+    return found
+
+
+def test_the_model_does_not_depend_on_which_cell_built_its_stages(tmp_path, registry):
+    """Issue #14: the same stage key gave different weights, as building the generator
+    reseeded the trainer's RNG. Trained with the generator, extension, gate and
+    reference-model stages built (cold) or cached (warm), the model is byte-identical."""
+    env = Environment(cache_root=str(tmp_path), progress=False)
+    cold = run_cell(spec({"name": "dddefense", "params": {}}, attack="none"), env, registry)
+    assert cold["status"] == "ok", cold["traceback"]
+    assert cold["stages"]["dddefense-generator:build"] == 1
+    trained = model_dir(tmp_path, "dddefense")
+    weights = (trained / "model.safetensors").read_bytes()
+    shutil.rmtree(trained)
+    shutil.rmtree(tmp_path / "reid-gallery")
+    warm = run_cell(spec({"name": "dddefense", "params": {}}, attack="none"), env, registry)
+    assert warm["status"] == "ok", warm["traceback"]
+    assert warm["stages"]["dddefense-generator:hit"] == 1 and warm["stages"]["reid-model:build"] == 1
+    assert (model_dir(tmp_path, "dddefense") / "model.safetensors").read_bytes() == weights
+
+    # the gate's reference model is the plain cell's own model stage, and its record is kept
+    plain = run_cell(spec({"name": "none", "params": {}}, attack="none"), env, registry)
+    assert plain["status"] == "ok", plain["traceback"]
+    assert plain["stages"]["reid-model:hit"] == 1 and "reid-model:build" not in plain["stages"]
+    (gated,) = stage_dirs(tmp_path, "dddefense-gate")
+    record = json.loads((gated / "gate.json").read_text())
+    assert record["reference_model"] == model_dir(tmp_path, "none").name
+    assert record["generated"] == sum(v["generated"] for v in record["per_identity"].values())
+    assert 0 <= record["acceptance_rate"] <= record["gate_acceptance_rate"] <= 1
+    assert 0 <= record["real_pass_rate"] <= 1

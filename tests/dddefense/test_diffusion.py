@@ -66,3 +66,12 @@ def test_references_are_other_images_of_the_same_identity():
         assert torch.equal(pids[idx], pids)
         assert idx[2] == 2  # a single image is its own reference
         assert all(idx[k] != k for k in (0, 1, 3, 4, 5))
+
+
+def test_training_leaves_the_global_rng_alone(toy):
+    """Issue #14: the generator's seed must not reseed its caller (the ReID trainer)."""
+    images, pids, camids, *_ = toy
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    train_diffusion(images, pids, camids, 4, 2, TINY, seed=0, show_progress=False)
+    assert torch.equal(torch.get_rng_state(), before)
