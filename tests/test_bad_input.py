@@ -164,3 +164,16 @@ def test_stage_files_and_folders_are_fsynced_before_the_rename(tmp_path, monkeyp
     tmp = next(p for p in synced if p.endswith("weights.bin")).rsplit("/sub/", 1)[0]
     assert {f"{tmp}/sub/weights.bin", f"{tmp}/sub", f"{tmp}/stage.json", tmp} <= set(synced)
     assert synced[-1] == str(stage.path.parent)  # the rename itself, in the parent folder
+
+
+def test_pickled_clip_checkpoint_is_a_data_error_without_torch_hint(tmp_path):
+    from benchbench.clip.model import ClipModel, ModelSpec
+
+    net = ClipModel.create(ModelSpec(), seed=0).net
+    checkpoint = tmp_path / "epoch_1.pt"  # training scripts often pickle their argparse args with the weights
+    torch.save({"state_dict": net.state_dict(), "args": argparse.Namespace(lr=1e-3)}, checkpoint)
+    with pytest.raises(DataError) as info:
+        ClipModel.create(ModelSpec(pretrained=str(checkpoint)), seed=0)
+    message = str(info.value)
+    assert "\n" not in message and str(checkpoint) in message and "safetensors" in message
+    assert "weights_only=False" not in message
