@@ -64,7 +64,7 @@ class GridConfig(BaseModel):
             raise ValueError(f"seeds must be >= 0, got {v}")
         repeated = sorted({s for s in v if v.count(s) > 1})
         if repeated:
-            raise ValueError(f"seed {', '.join(map(str, repeated))} is listed twice; list each seed once")
+            raise ValueError(f"seed {', '.join(map(str, repeated))} is listed more than once; list each seed once")
         return v
 
     def seed_list(self) -> list[int]:

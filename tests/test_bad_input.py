@@ -72,7 +72,7 @@ def test_no_seeds_is_rejected(tmp_path, seeds_line, extra, needle):
 
 
 def test_duplicate_seeds_are_rejected(tmp_path):
-    one_error_line(grid(tmp_path, GRID + "seeds: [0, 1, 0]\n"), "seed 0 is listed twice")
+    one_error_line(grid(tmp_path, GRID + "seeds: [0, 1, 0]\n"), "seed 0 is listed more than once")
 
 
 def test_store_that_is_not_sqlite(tmp_path):
