@@ -6,6 +6,7 @@ failed cell exits 1 after storing every other cell.
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -14,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from benchbench.errors import BenchbenchError
+from benchbench.errors import BenchbenchError, DataError, PluginError
 
 if TYPE_CHECKING:
     from benchbench.registry import Registry
@@ -31,6 +32,22 @@ StrictOpt = Annotated[bool, typer.Option("--strict-plugins", help="A plugin that
 def _fail(exc: BenchbenchError) -> None:
     err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(2)
+
+
+def _load_plugins(plugin: list[str] | None, strict: bool = False) -> Registry:
+    """The registry; a plugin the user named with ``--plugin`` must load (a typo in it
+    would otherwise run the grid without its components), installed ones only warn."""
+    from benchbench.registry import load_registry
+
+    named = list(plugin or ())
+    reg = load_registry(named, strict=strict)
+    for f in reg.failures:
+        if f.plugin in named:
+            raise PluginError(f"--plugin {f.plugin} failed to load: {f.reason} "
+                              f"(check the module name or .py path)")
+    for f in reg.failures:
+        err.print(f"[yellow]plugin failed to load:[/yellow] {f.plugin}: {f.reason}", highlight=False)
+    return reg
 
 
 @app.command()
@@ -75,18 +92,22 @@ def grid(
     """Run every attack x defense x seed cell of CONFIG; finished cells are skipped."""
     from benchbench.executors import make_executor
     from benchbench.grid import run_grid
-    from benchbench.registry import load_registry
+    from benchbench.stages import StageCache, is_disk_full
 
     store = store or Path("runs") / preset / "results.sqlite"
     try:
-        reg = load_registry(plugin or (), strict=strict_plugins)
-        for f in reg.failures:
-            err.print(f"[yellow]plugin failed to load:[/yellow] {f.plugin}: {f.reason}", highlight=False)
+        reg = _load_plugins(plugin, strict=strict_plugins)
+        StageCache(cache)  # a bad --cache fails here, not in every cell; clears killed builds
         summary = run_grid(config, store, cache, preset=preset, seeds=seeds,
                            executor=make_executor(executor, jobs=jobs, address=address),
                            plugins=tuple(plugin or ()), registry=reg, progress=progress, argv=sys.argv)
     except BenchbenchError as exc:
         _fail(exc)
+    except (sqlite3.OperationalError, OSError) as exc:
+        if not is_disk_full(exc):
+            raise
+        _fail(DataError(f"disk full writing the results store {store}: the cells stored before are "
+                        f"kept; free space there and re-run (stored cells are skipped)"))
     console.print(f"{summary.total} cells: {summary.ok} run, {summary.cached} already in {store}, "
                   f"{len(summary.failed)} failed, {summary.wall_seconds / 60:.1f} min")
     for line in summary.failed:
@@ -122,12 +143,11 @@ def leaderboard(
     Submitted entries merged into an existing board under OUT are kept."""
     from benchbench.leaderboard import build_boards, declared_roles, markdown, write_boards
     from benchbench.merge import carry_submissions
-    from benchbench.registry import load_registry
 
     try:
         if not store.is_file():
             raise BenchbenchError(f"no results store at {store}; run `benchbench grid CONFIG` first or pass --store")
-        registry = load_registry(plugin or ())
+        registry = _load_plugins(plugin)
         boards = build_boards(store, declared_roles(registry))
         for i, board in enumerate(boards):
             previous = out / board.track / "leaderboard.json"
@@ -178,7 +198,6 @@ def merge(
     Refuses (one line per problem) unless the submission validates against the board."""
     from benchbench.leaderboard import Board, write_board
     from benchbench.merge import check_submission, merge_submission
-    from benchbench.registry import load_registry
 
     try:
         if into.name != "leaderboard.json":
@@ -191,7 +210,7 @@ def merge(
         if problems:
             raise typer.Exit(1)
         paths = write_board(Board.from_json(merge_submission(board, sub)), into.parent,
-                            _writers(load_registry(plugin or ())))
+                            _writers(_load_plugins(plugin)))
     except BenchbenchError as exc:
         _fail(exc)
     console.print(f"merged {len(sub['entries'])} submitted entries from {submission} into {into}; "

@@ -50,16 +50,57 @@ class GridConfig(BaseModel):
             raise ValueError("must list at least one component")
         return v
 
+    @field_validator("seeds")
+    @classmethod
+    def _valid_seeds(cls, v: int | list[int]) -> int | list[int]:
+        """A grid of 0 cells would "succeed" having run nothing, and a repeated seed would
+        run (and count) one cell twice: both are typos, caught before the first cell."""
+        if isinstance(v, int):
+            check_seed_count(v, "give a count N >= 1 (seeds 0..N-1) or a list like [0, 1, 2]")
+            return v
+        if not v:
+            raise ValueError("the seed list is empty; give at least one seed, e.g. [0]")
+        if any(s < 0 for s in v):
+            raise ValueError(f"seeds must be >= 0, got {v}")
+        repeated = sorted({s for s in v if v.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed {', '.join(map(str, repeated))} is listed more than once; list each seed once")
+        return v
+
     def seed_list(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
+
+
+def check_seed_count(n: int, fix: str) -> None:
+    """Reject a seed count that would give no cells (config ``seeds: N`` and ``--seeds N``)."""
+    if n < 1:
+        raise ValueError(f"seeds must be at least 1, got {n} (a grid of 0 cells runs nothing); {fix}")
 
 
 def _ref(item: RefLike, where: str) -> ComponentRef:
     if isinstance(item, str):
         return ComponentRef(item)
     if isinstance(item, dict) and set(item) <= {"name", "params"} and isinstance(item.get("name"), str):
-        return ComponentRef(item["name"], dict(item.get("params") or {}))
+        params = item.get("params")
+        if params is not None and not isinstance(params, dict):
+            raise ConfigError(f"{where}: {item['name']}: params must be a mapping like "
+                              f"{{params: {{name: value}}}}, got {params!r}")
+        return ComponentRef(item["name"], dict(params or {}))
     raise ConfigError(f"{where}: expected a name or {{name: ..., params: {{...}}}}, got {item!r}")
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    """``line L, column C: problem`` (1-based, as editors count) so the user can jump to it."""
+    if isinstance(exc, yaml.reader.ReaderError):  # a character YAML forbids: only an offset
+        before = text[:exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return f"line {line}, column {column}: unacceptable character #x{exc.character:04x} ({exc.reason})"
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    context = getattr(exc, "context", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" + (f" ({context})" if context else "")
 
 
 def load_config(path: str | Path) -> GridConfig:
@@ -67,9 +108,14 @@ def load_config(path: str | Path) -> GridConfig:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path} (see configs/ for examples)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+                          f"{exc.start}); save the file as UTF-8") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: not valid YAML at {_yaml_problem(exc, text)}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with track, attacks, defenses, evaluators")
     try:
@@ -101,6 +147,11 @@ def expand(config: GridConfig, registry: Registry, preset: str = "default",
     attacks = [_ref(a, "attacks") for a in config.attacks]
     defenses = [_ref(d, "defenses") for d in config.defenses]
     evaluators = tuple(_ref(e, "evaluators") for e in config.evaluators)
+    if seeds is not None:
+        try:
+            check_seed_count(seeds, "pass --seeds N with N >= 1")
+        except ValueError as exc:
+            raise ConfigError(f"--seeds: {exc}") from None
     seed_list = list(range(seeds)) if seeds is not None else config.seed_list()
     cells = [
         CellSpec(config.track, task, attack, defense, evaluators, seed, preset)

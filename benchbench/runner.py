@@ -3,7 +3,8 @@
 ``run_cell`` takes and returns plain data (a ``CellSpec`` dict in, a result dict out) so
 the local process pool and Ray can ship it without pickling component objects. Any
 exception inside the cell becomes a ``failed`` result with its traceback: one broken
-plugin never takes the grid down.
+plugin never takes the grid down. The exception is a ``CacheError`` (a corrupt stage, a
+full disk): it would fail every later cell too, so it stops the grid with its one line.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 from benchbench.cells import CellSpec
 from benchbench.context import RunContext
 from benchbench.registry import Registry, load_registry
-from benchbench.stages import StageCache
+from benchbench.stages import CacheError, StageCache
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         metrics = resolved.task.run(resolved, ctx)
         result["metrics"] = _check_metrics(resolved, metrics)
         result["status"] = "ok"
+    except CacheError:
+        raise
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on
         result["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         result["traceback"] = traceback.format_exc()

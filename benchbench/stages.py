@@ -9,12 +9,25 @@ trained model) get one directory and the second one only loads it.
 
 A builder writes its artifacts (safetensors, JSON, Arrow via ``datasets.save_to_disk``;
 never pickle) into a temporary directory that is renamed into place when it returns,
-so a killed build never leaves a half-written stage behind. A file lock per key makes
-concurrent workers (process pool, Ray workers on a shared path) build a stage once.
+so a killed build never leaves a half-written stage behind. Its files and directories
+are fsynced before the rename (and the parent after it): without that, a power loss
+can leave a renamed stage whose files are empty. A file lock per key makes concurrent
+workers (process pool, Ray workers on a shared path) build a stage once.
+
+A kill during a build leaves its temporary ``.KEY-xxxx`` folder; opening the cache
+removes those whose key lock is free (a live build holds its lock, so its folder stays).
+
+``stage.json`` lists every file of the stage with its size. A hit whose files are
+missing or of another size (a truncated copy, a disk that filled up) is not loaded:
+it raises a ``CacheError`` naming the folder and the fix (delete it and re-run, which
+rebuilds it). Sizes catch truncation, not a flipped byte; stages written before the
+list existed are loaded unchecked. A full disk while building is a ``CacheError`` too.
 """
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -22,11 +35,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from benchbench.cells import stable_hash
+from benchbench.errors import DataError
 
 META = "stage.json"
+
+
+class CacheError(DataError):
+    """The cache itself is broken (a corrupt stage, a full disk), not one cell: every
+    later cell would fail the same way, so the runner lets it stop the grid."""
 
 
 class Stage:
@@ -42,8 +61,30 @@ class Stage:
 class StageCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"stage cache {self.root} is a file, not a directory; pass --cache "
+                            f"a directory path (it is created if missing)")
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats: Counter[tuple[str, str]] = Counter()  # (stage name, "hit"|"build")
+        self.remove_stale_builds()
+
+    def remove_stale_builds(self) -> int:
+        """Delete the ``.KEY-xxxx`` temporary folders of killed builds; return how many.
+
+        A temporary folder exists only while its builder holds ``KEY.lock``, so one whose
+        lock we can take at once belongs to a dead build; one whose lock is held is live.
+        """
+        removed = 0
+        for stage_dir in (d for d in self.root.iterdir() if d.is_dir()):
+            for tmp in (t for t in stage_dir.glob(".*-*") if t.is_dir()):
+                key = tmp.name[1:].split("-", 1)[0]
+                try:
+                    with FileLock(str(stage_dir / key) + ".lock", timeout=0):
+                        shutil.rmtree(tmp, ignore_errors=True)
+                        removed += 1
+                except Timeout:
+                    continue
+        return removed
 
     def key(self, name: str, parts: dict[str, Any]) -> str:
         return stable_hash({"stage": name, **parts})
@@ -57,29 +98,109 @@ class StageCache:
         key = self.key(name, parts)
         final = self.root / name / key
         if (final / META).exists():
-            self.stats[(name, "hit")] += 1
-            return Stage(name, key, final, hit=True)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(final) + ".lock"):
-            if (final / META).exists():  # another worker built it while we waited
-                self.stats[(name, "hit")] += 1
-                return Stage(name, key, final, hit=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
-            try:
-                start = time.perf_counter()
-                build(tmp)
-                meta = {"stage": name, "key": key, "parts": parts,
-                        "build_seconds": round(time.perf_counter() - start, 3)}
-                (tmp / META).write_text(json.dumps(meta, indent=1, sort_keys=True, default=str))
-                if final.exists():  # leftovers of an interrupted build without META
-                    shutil.rmtree(final)
-                tmp.rename(final)
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
+            return self._hit(name, key, final)
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(final) + ".lock"):
+                if (final / META).exists():  # another worker built it while we waited
+                    return self._hit(name, key, final)
+                self._build(name, key, parts, final, build)
+        except CacheError:  # from a stage this builder needed: it names that stage
+            raise
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is a full disk
+            if not is_disk_full(exc):
                 raise
+            raise CacheError(f"disk full while building stage {name} in {final.parent}: free space "
+                             f"there or pass --cache on a bigger disk, then re-run") from None
         self.stats[(name, "build")] += 1
         return Stage(name, key, final, hit=False)
+
+    def _build(self, name: str, key: str, parts: dict[str, Any], final: Path,
+               build: Callable[[Path], None]) -> None:
+        """Build into a temporary folder, make it durable, then rename it into place."""
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        try:
+            start = time.perf_counter()
+            build(tmp)
+            meta = {"stage": name, "key": key, "parts": parts,
+                    "build_seconds": round(time.perf_counter() - start, 3), "files": _sync_tree(tmp)}
+            _write_synced(tmp / META, json.dumps(meta, indent=1, sort_keys=True, default=str))
+            _fsync(tmp)
+            if final.exists():  # leftovers of an interrupted build without META
+                shutil.rmtree(final)
+            tmp.rename(final)
+            _fsync(final.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _hit(self, name: str, key: str, final: Path) -> Stage:
+        _check_complete(final)
+        self.stats[(name, "hit")] += 1
+        return Stage(name, key, final, hit=True)
 
     def builds(self, name: str | None = None) -> int:
         """How many stages this process built (all, or of one name): tests count these."""
         return sum(v for (n, what), v in self.stats.items() if what == "build" and name in (None, n))
+
+
+def _check_complete(folder: Path) -> None:
+    """Raise ``CacheError`` if a finished stage lost files or bytes since it was built."""
+    try:
+        files = json.loads((folder / META).read_text()).get("files")
+    except (OSError, ValueError) as exc:
+        raise _corrupt(folder, f"{META} unreadable: {exc}") from None
+    for rel, size in (files or {}).items():  # None: built before the list existed
+        path = folder / rel
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != size:
+            found = "missing" if actual is None else f"{actual} bytes"
+            raise _corrupt(folder, f"{rel}: {found}, built with {size} bytes")
+
+
+def _corrupt(folder: Path, problem: str) -> CacheError:
+    return CacheError(f"stage folder {folder} is truncated or corrupt ({problem}): "
+                     f"delete it (rm -r {folder}) and re-run to rebuild it")
+
+
+def _sync_tree(folder: Path) -> dict[str, int]:
+    """fsync every file and subfolder under ``folder``; return ``{relative path: size}``."""
+    files = {}
+    for dirpath, _dirs, names in os.walk(folder):
+        for fname in names:
+            path = Path(dirpath) / fname
+            _fsync(path)
+            files[path.relative_to(folder).as_posix()] = path.stat().st_size
+        if Path(dirpath) != folder:
+            _fsync(Path(dirpath))
+    return files
+
+
+def _write_synced(path: Path, text: str) -> None:
+    with open(path, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync(path: Path) -> None:
+    """fsync a file or a directory (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """ENOSPC/EDQUOT anywhere in the chain: libraries (Arrow, safetensors) often wrap it
+    in their own error keeping only the OS message, and SQLite says "disk is full"."""
+    for _ in range(10):  # a chain is short; the bound guards against a cycle
+        if exc is None:
+            return False
+        if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if "No space left" in str(exc) or "disk is full" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from benchbench.cells import CellSpec
+from benchbench.errors import DataError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -64,11 +65,23 @@ def git_commit(cwd: str | Path | None = None) -> str:
 class Store:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.is_dir():
+            raise DataError(f"--store {self.path} is a directory; give a file path such as "
+                            f"{self.path / 'results.sqlite'}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataError(f"--store {self.path}: cannot create its folder ({exc.strerror}); "
+                            f"give a path in a writable directory") from None
         self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.executescript(SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:  # before anything is written: the file is untouched
+            self.db.close()
+            raise DataError(f"--store {self.path} is not a benchbench results store ({exc}); "
+                            f"pass a new path, or the .sqlite file a grid wrote") from None
 
     def close(self) -> None:
         self.db.close()

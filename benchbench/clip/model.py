@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import pickle
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchbench.errors import ConfigError
+from benchbench.errors import ConfigError, DataError
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
 open_clip.add_model_config(CONFIG_DIR)
@@ -164,12 +165,22 @@ class ClipModel:
 
 
 def _build(spec: ModelSpec, pretrained: str | None, device: str) -> torch.nn.Module:
-    """``open_clip.create_model``; random init is intended here, so its warning is muted."""
+    """``open_clip.create_model``; random init is intended here, so its warning is muted.
+
+    open_clip loads a ``.pt``/``.bin`` checkpoint with ``torch.load(weights_only=True)``.
+    A checkpoint that pickles Python objects fails there with torch's advice to pass
+    ``weights_only=False``, which would run the file's code: benchbench never unpickles,
+    so the error says how to convert the file instead.
+    """
     previous = logging.root.manager.disable
     logging.disable(logging.WARNING if pretrained is None else previous)
     try:
         return open_clip.create_model(spec.name, pretrained=pretrained, force_image_size=spec.image_size,
                                       force_context_length=spec.context_length, device=device)
+    except pickle.UnpicklingError:
+        raise DataError(f"pretrained checkpoint {pretrained} cannot be read as plain tensors (it pickles "
+                        f"Python objects, which benchbench never loads, or is not a checkpoint): save its "
+                        f"state_dict with safetensors.torch.save_file and pass the .safetensors path") from None
     finally:
         logging.disable(previous)
 
