@@ -79,11 +79,15 @@ def _run(store: Store, executor: Executor, todo: list[tuple[str, dict[str, Any]]
     """Run the claimed cells, committing each result the moment it comes back."""
     with active(make_progress(disable=not progress)) as bar:
         task = bar.add_task("grid", total=len(todo))
-        for key, result in executor.map(todo, env, registry):
-            cell = by_key[key]
-            result = _record(store, run_id, key, cell, result)
-            _report(observers, summary, cell, key, result)
-            bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
+        results = executor.map(todo, env, registry)
+        try:
+            for key, result in results:
+                cell = by_key[key]
+                result = _record(store, run_id, key, cell, result)
+                _report(observers, summary, cell, key, result)
+                bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
+        finally:  # interrupted: the executor stops its workers now, not at garbage collection
+            getattr(results, "close", lambda: None)()
 
 
 def _record(store: Store, run_id: int, key: str, cell, result: dict[str, Any]) -> dict[str, Any]:

@@ -74,11 +74,21 @@ class LocalExecutor:
                         lost.append(futures[fut])
                         continue
                     yield futures[fut][0], result
-            except BaseException:  # interrupted: don't start the queued cells
-                pool.shutdown(wait=False, cancel_futures=True)
+            except BaseException:  # interrupted, or the driver stopped reading: stop now
+                _stop(pool)
                 raise
             began = {p.name for p in Path(started).iterdir()}
         return [i for i in lost if i[0] in began], [i for i in lost if i[0] not in began]
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued cells and end the running ones. Workers catch the KeyboardInterrupt
+    of a Ctrl-C inside a cell and would go on to the next one, and the driver would wait
+    for them at exit. (Python < 3.14 has no public ``terminate_workers``.)"""
+    workers = list((getattr(pool, "_processes", None) or {}).values())  # shutdown() drops them
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in workers:
+        proc.terminate()
 
 
 def _run_marked(spec: dict[str, Any], env: Environment, marker: str) -> dict[str, Any]:
