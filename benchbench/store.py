@@ -4,7 +4,9 @@ WAL mode and one transaction per finished cell mean a killed grid loses at most 
 cell that was running; re-running the grid skips every cell whose key is stored as
 ``ok``. Only the driver process writes (workers return plain results), so there is no
 write contention even on a cluster. Everything is JSON or plain columns: results are
-data that others can read without running our code.
+data that others can read without running our code. Metrics are finite numbers (NaN
+would become NULL, and JSON has no inf). A grid claims its cells before running them
+(table ``claims``), so two grids on one store split the work instead of doubling it.
 """
 from __future__ import annotations
 
