@@ -1,6 +1,5 @@
 """Nothing a cell, a worker or an observer does stops a grid (issue #14), and two grids on
 one store do not evaluate the same cells."""
-import json
 import os
 import signal
 import socket

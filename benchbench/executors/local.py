@@ -17,7 +17,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 from benchbench.registry import Registry
 from benchbench.runner import Environment, run_cell
@@ -56,7 +56,8 @@ class LocalExecutor:
             for key, spec in suspects:
                 yield key, _run_alone(spec, env, ctx)
 
-    def _pool_round(self, items: list[Item], env: Environment, ctx) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _pool_round(self, items: list[Item], env: Environment,
+                    ctx) -> Generator[tuple[str, dict[str, Any]], None, tuple[list[Item], list[Item]]]:
         """Run ``items`` in one pool, yielding results until they are done or the pool
         breaks; return ``(started, not started)`` cells that the break lost."""
         threads = max(1, (os.cpu_count() or 1) // self.jobs)
@@ -122,6 +123,7 @@ def _send_result(conn, spec: dict[str, Any], env: Environment) -> None:
 
 
 def _worker_died(exitcode: int | None) -> dict[str, Any]:
+    """The ``failed`` result of a cell whose process died: SIGKILL is most often the OOM killer."""
     if exitcode is not None and exitcode < 0:
         how = f"killed by {signal.Signals(-exitcode).name}"
         hint = " (out of memory?)" if -exitcode == signal.SIGKILL else ""
