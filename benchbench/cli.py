@@ -108,8 +108,18 @@ def grid(
             raise
         _fail(DataError(f"disk full writing the results store {store}: the cells stored before are "
                         f"kept; free space there and re-run (stored cells are skipped)"))
+    except KeyboardInterrupt:  # every finished cell is already committed
+        err.print("\ninterrupted: re-run the same command to resume", highlight=False)
+        raise typer.Exit(130) from None
     console.print(f"{summary.total} cells: {summary.ok} run, {summary.cached} already in {store}, "
                   f"{len(summary.failed)} failed, {summary.wall_seconds / 60:.1f} min")
+    for line in summary.hook_errors:
+        err.print(f"[yellow]hook failed:[/yellow] {line}", highlight=False, soft_wrap=True)
+    if summary.busy:
+        owners = ", ".join(sorted(set(summary.busy.values())))
+        err.print(f"[yellow]skipped {len(summary.busy)} cells that another grid is running ({owners});"
+                  f"[/yellow] re-run when it is done to fill in any it did not finish",
+                  highlight=False, soft_wrap=True)
     for line in summary.failed:
         err.print(f"[red]failed:[/red] {line}", highlight=False, soft_wrap=True)
     if summary.failed:

@@ -1,12 +1,20 @@
-"""The grid driver: config -> cells -> executor -> store, resumable and failure-isolated."""
+"""The grid driver: config -> cells -> executor -> store, resumable and failure-isolated.
+
+Nothing a cell or a plugin does stops the grid: a cell's exception, a NaN metric or a dead
+worker becomes a ``failed`` cell, and an observer hook that raises is reported at the
+end. Cells are claimed in the store before they run, so a second grid on the same store
+skips what the first is running instead of evaluating it again.
+"""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchbench.config import config_hash, expand, load_config
+from benchbench.errors import NonFiniteMetric
 from benchbench.executors import Executor
 from benchbench.executors.local import LocalExecutor
 from benchbench.progress import active, make_progress
@@ -22,6 +30,8 @@ class GridSummary:
     ok: int = 0
     failed: list[str] = field(default_factory=list)  # "label: error"
     wall_seconds: float = 0.0  # from loading the config to the last stored result
+    busy: dict[str, str] = field(default_factory=dict)  # key -> owner: another live grid runs it
+    hook_errors: list[str] = field(default_factory=list)  # one line per observer that raised
 
     @property
     def success(self) -> bool:
@@ -42,35 +52,81 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
                       resources=config.resources.model_dump())
     executor = executor or LocalExecutor()
     by_key = dict(keyed)
+    observers = _Observers(registry)
     with Store(store_path) as store:
         done = store.finished_keys()
-        todo = [(k, c.to_dict()) for k, c in keyed if k not in done]
-        summary.cached = len(keyed) - len(todo)
         for key, cell in keyed:
             if key in done:
-                registry.pm.hook.benchbench_cell_finished(cell=cell, key=key, status="cached",
-                                                          metrics={}, error=None)
-        if not todo:
-            summary.wall_seconds = time.perf_counter() - start
-            return summary
-        run_id = store.start_run(str(config_path), config_hash(config), config.model_dump(), preset,
-                                 distribution_versions(), argv)
-        with active(make_progress(disable=not progress)) as bar:
-            task = bar.add_task("grid", total=len(todo))
-            for key, result in executor.map(todo, env, registry):
-                cell = by_key[key]
-                store.record(run_id, key, cell, result)
-                _report(registry, summary, cell, key, result)
-                bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
+                observers.notify(cell=cell, key=key, status="cached", metrics={}, error=None)
+        claimed, summary.busy = store.claim([k for k, _c in keyed if k not in done])
+        summary.cached = len(keyed) - len(claimed) - len(summary.busy)
+        try:
+            if claimed:
+                _run(store, executor, [(k, by_key[k].to_dict()) for k in claimed], env, registry,
+                     by_key, observers, summary, progress,
+                     run_id=store.start_run(str(config_path), config_hash(config), config.model_dump(),
+                                            preset, distribution_versions(), argv))
+        finally:  # interrupted or not, a cell this grid did not finish is free for the next one
+            store.release_claims()
+    summary.hook_errors = observers.problems()
     summary.wall_seconds = time.perf_counter() - start
     return summary
 
 
-def _report(registry: Registry, summary: GridSummary, cell, key: str, result: dict[str, Any]) -> None:
+def _run(store: Store, executor: Executor, todo: list[tuple[str, dict[str, Any]]], env: Environment,
+         registry: Registry, by_key: dict, observers: "_Observers", summary: GridSummary,
+         progress: bool, run_id: int) -> None:
+    """Run the claimed cells, committing each result the moment it comes back."""
+    with active(make_progress(disable=not progress)) as bar:
+        task = bar.add_task("grid", total=len(todo))
+        results = executor.map(todo, env, registry)
+        try:
+            for key, result in results:
+                cell = by_key[key]
+                result = _record(store, run_id, key, cell, result)
+                _report(observers, summary, cell, key, result)
+                bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
+        finally:  # interrupted: the executor stops its workers now, not at garbage collection
+            getattr(results, "close", lambda: None)()
+
+
+def _record(store: Store, run_id: int, key: str, cell, result: dict[str, Any]) -> dict[str, Any]:
+    """Commit one result. A NaN or inf metric that got past the runner (a custom executor,
+    an older worker) fails this cell instead of the grid."""
+    try:
+        store.record(run_id, key, cell, result)
+    except NonFiniteMetric as exc:
+        result = {**result, "status": "failed", "metrics": {}, "error": f"NonFiniteMetric: {exc}",
+                  "traceback": None}
+        store.record(run_id, key, cell, result)
+    return result
+
+
+def _report(observers: "_Observers", summary: GridSummary, cell, key: str, result: dict[str, Any]) -> None:
     metrics = {ev: {m: v["value"] for m, v in vals.items()} for ev, vals in result["metrics"].items()}
-    registry.pm.hook.benchbench_cell_finished(cell=cell, key=key, status=result["status"],
-                                              metrics=metrics, error=result["error"])
+    observers.notify(cell=cell, key=key, status=result["status"], metrics=metrics, error=result["error"])
     if result["status"] == "ok":
         summary.ok += 1
     else:
         summary.failed.append(f"{cell.label}: {result['error']}")
+
+
+class _Observers:
+    """``benchbench_cell_finished``, called in each plugin on its own: an observer that
+    raises is reported once at the end, and neither the other observers nor the grid
+    stop (cached cells notify first, so a raising observer would otherwise stop every
+    re-run before it ran anything)."""
+
+    def __init__(self, registry: Registry):
+        self.registry = registry
+        self.first: dict[str, str] = {}
+        self.count: Counter[str] = Counter()
+
+    def notify(self, **kwargs: Any) -> None:
+        for plugin, exc in self.registry.call_each("benchbench_cell_finished", **kwargs):
+            self.first.setdefault(plugin, f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+            self.count[plugin] += 1
+
+    def problems(self) -> list[str]:
+        return [f"plugin '{p}': benchbench_cell_finished raised for {self.count[p]} cell(s), "
+                f"first {e}; results are stored, the grid went on" for p, e in self.first.items()]

@@ -54,7 +54,9 @@ def benchbench_cell_finished(cell: "CellSpec", key: str, status: str, metrics: d
                              error: str | None) -> None:
     """Observer: called in the driver after a cell's result is committed to the store.
     ``status`` is ``ok``, ``cached`` or ``failed``; ``metrics`` is
-    ``{evaluator: {metric: value}}``."""
+    ``{evaluator: {metric: value}}``. Each plugin's observer is called on its own: one
+    that raises is reported once at the end of the grid and stops neither the others
+    nor the grid."""
 
 
 @hookspec

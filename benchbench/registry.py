@@ -17,9 +17,10 @@ import importlib.metadata as md
 import importlib.util
 import os
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any
 
 import pluggy
 
@@ -70,6 +71,19 @@ class Registry:
         return [c for (k, t, _n), c in sorted(self.components.items())
                 if k == kind and (track is None or t == track)]
 
+    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Exception]]:
+        """Call a hook in every plugin that implements it, each on its own; return
+        ``(plugin name, exception)`` for those that raised. With ``pm.hook`` one plugin's
+        exception would skip the others and reach the caller."""
+        raised = []
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            others = [p for p in self.pm.get_plugins() if p is not impl.plugin]
+            try:
+                self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+            except Exception as exc:  # noqa: BLE001 - the caller reports it
+                raised.append((impl.plugin_name, exc))
+        return raised
+
 
 def _make_pm() -> pluggy.PluginManager:
     pm = pluggy.PluginManager(hookspecs.PROJECT)
@@ -106,7 +120,7 @@ def load_registry(extra_plugins: Iterable[str] = (), strict: bool = False,
     reg = Registry(pm)
 
     def fail(plugin: str, exc: BaseException) -> None:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        reason = _one_line(exc)
         if strict:
             raise PluginError(f"plugin '{plugin}' failed: {reason} "
                               f"(fix or uninstall it, or block it with {DISABLE_ENV}={plugin})") from exc
@@ -166,11 +180,25 @@ def load_registry(extra_plugins: Iterable[str] = (), strict: bool = False,
                 fail(plugin_name, exc)
                 continue
             for classes in results:
-                for cls in classes or []:
+                if isinstance(classes, (str, bytes)) or not isinstance(classes, Iterable):
+                    # a str would otherwise be read as classes, one character at a time
+                    fail(plugin_name, PluginError(f"{hook_name} returned {classes!r}; expected a "
+                                                  f"list of benchbench.api {kind} classes"))
+                    continue
+                for cls in classes:
                     problem = _index(reg, kind, cls, info)
                     if problem:
                         fail(plugin_name, PluginError(problem))
     return reg
+
+
+def _one_line(exc: BaseException) -> str:
+    """A load failure as one line. pluggy's validation errors put the reason on their
+    last line ("Plugin 'x' for hook 'y' / hookimpl definition / reason"), so their lines
+    are joined; for other errors the first line says what went wrong."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = "; ".join(lines) if isinstance(exc, pluggy.PluginValidationError) else (lines or [""])[0]
+    return f"{type(exc).__name__}: {text}"
 
 
 def _index(reg: Registry, kind: str, cls: type[Component], info: PluginInfo) -> str | None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from benchbench.cells import CellSpec
 from benchbench.context import RunContext
+from benchbench.errors import check_finite
 from benchbench.registry import Registry, load_registry
 from benchbench.stages import CacheError, StageCache
 
@@ -76,7 +77,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
 
 
 def _check_metrics(cell, metrics: dict[str, dict[str, float]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """Attach each metric's declared definition; reject undeclared metrics (a plugin bug)."""
+    """Attach each metric's declared definition; reject undeclared metrics and NaN or inf
+    values (plugin bugs that would otherwise reach the store or the leaderboard)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     by_name = {e.name: e for e in cell.evaluators}
     for ev_name, values in metrics.items():
@@ -86,6 +88,7 @@ def _check_metrics(cell, metrics: dict[str, dict[str, float]]) -> dict[str, dict
         out[ev_name] = {}
         for metric, value in values.items():
             m = ev.metric(metric)
-            out[ev_name][metric] = {"value": float(value), "higher_is_better": m.higher_is_better,
+            out[ev_name][metric] = {"value": check_finite(ev_name, metric, float(value)),
+                                    "higher_is_better": m.higher_is_better,
                                     "formula_version": m.formula_version}
     return out

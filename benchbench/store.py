@@ -4,7 +4,9 @@ WAL mode and one transaction per finished cell mean a killed grid loses at most 
 cell that was running; re-running the grid skips every cell whose key is stored as
 ``ok``. Only the driver process writes (workers return plain results), so there is no
 write contention even on a cluster. Everything is JSON or plain columns: results are
-data that others can read without running our code.
+data that others can read without running our code. Metrics are finite numbers (NaN
+would become NULL, and JSON has no inf). A grid claims its cells before running them
+(table ``claims``), so two grids on one store split the work instead of doubling it.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from benchbench.cells import CellSpec
-from benchbench.errors import DataError
+from benchbench.errors import DataError, check_finite
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -46,7 +48,16 @@ CREATE TABLE IF NOT EXISTS metrics (
     higher_is_better INTEGER NOT NULL, formula_version TEXT NOT NULL,
     PRIMARY KEY (cell_key, evaluator, metric)
 );
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    host TEXT NOT NULL, pid INTEGER NOT NULL, claimed_at REAL NOT NULL
+);
 """
+# A claim older than this is taken over even if its owner looks alive (a hung driver, or
+# a reused pid). Owners refresh their claims whenever one of their cells finishes, so
+# only a grid with no cell finishing for this long loses its claims.
+CLAIM_TIMEOUT_SECONDS = 24 * 3600
+_INF = 9e999  # SQLite has no inf literal; this one overflows to it
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
@@ -105,11 +116,22 @@ class Store:
         return int(cur.lastrowid)
 
     def finished_keys(self) -> set[str]:
-        return {k for (k,) in self.db.execute("SELECT key FROM cells WHERE status = 'ok'")}
+        """Keys of ok cells; a cell an older version stored with an inf metric is not
+        finished (it would break the JSON leaderboard) and runs again."""
+        return {k for (k,) in self.db.execute(
+            "SELECT key FROM cells WHERE status = 'ok' AND key NOT IN"
+            " (SELECT cell_key FROM metrics WHERE abs(value) >= ?)", (_INF,))}
 
     def record(self, run_id: int, key: str, spec: CellSpec, result: dict[str, Any]) -> None:
-        """Store one cell's result (replacing an earlier failed attempt) in one transaction."""
+        """Store one cell's result (replacing an earlier failed attempt) in one transaction,
+        release its claim and refresh this grid's other claims.
+
+        Raises ``NonFiniteMetric`` before writing anything if a metric is NaN or inf: SQLite
+        would store NaN as NULL and inf breaks the JSON leaderboard."""
         status = result["status"]
+        metrics = [(key, ev, metric, check_finite(ev, metric, m["value"]), int(m["higher_is_better"]),
+                    m["formula_version"])
+                   for ev, values in result.get("metrics", {}).items() for metric, m in values.items()]
         with self.db:
             self.db.execute("DELETE FROM cells WHERE key = ?", (key,))
             self.db.execute(
@@ -122,11 +144,44 @@ class Store:
                  json.dumps(result.get("stages", {})), status, result.get("error"),
                  result.get("traceback"), result.get("wall_seconds"), time.time()),
             )
-            self.db.executemany(
-                "INSERT INTO metrics VALUES (?,?,?,?,?,?)",
-                [(key, ev, metric, m["value"], int(m["higher_is_better"]), m["formula_version"])
-                 for ev, values in result.get("metrics", {}).items() for metric, m in values.items()],
-            )
+            self.db.executemany("INSERT INTO metrics VALUES (?,?,?,?,?,?)", metrics)
+            self.db.execute("DELETE FROM claims WHERE key = ?", (key,))
+            self.db.execute("UPDATE claims SET claimed_at = ? WHERE host = ? AND pid = ?",
+                            (time.time(), *_owner()))
+
+    def claim(self, keys: list[str]) -> tuple[list[str], dict[str, str]]:
+        """Claim the cells this grid is about to run, so that a second grid on the same
+        store does not evaluate them again.
+
+        Returns the claimed keys and ``{key: owner}`` for cells that a live other grid
+        holds. A key whose cell is finished by now is in neither. A claim is taken over
+        if it is this process's own, its owner is a dead process on this host, or it is
+        older than ``CLAIM_TIMEOUT_SECONDS``."""
+        me, now = _owner(), time.time()
+        self.db.execute("BEGIN IMMEDIATE")  # read and write the claims as one step
+        try:
+            held = {k: (h, p, t) for k, h, p, t in
+                    self.db.execute("SELECT key, host, pid, claimed_at FROM claims")}
+            done = self.finished_keys()
+            claimed, busy = [], {}
+            for key in (k for k in keys if k not in done):
+                owner = held.get(key)
+                if owner and _holds(*owner, now=now):
+                    busy[key] = f"pid {owner[1]} on {owner[0]}"
+                else:
+                    claimed.append(key)
+            self.db.executemany("INSERT OR REPLACE INTO claims VALUES (?,?,?,?)",
+                                [(k, *me, now) for k in claimed])
+            self.db.commit()
+        except BaseException:
+            self.db.rollback()
+            raise
+        return claimed, busy
+
+    def release_claims(self) -> None:
+        """Drop this process's claims on cells it did not finish (interrupted, or failed)."""
+        with self.db:
+            self.db.execute("DELETE FROM claims WHERE host = ? AND pid = ?", _owner())
 
     def failures(self) -> list[dict[str, Any]]:
         rows = self.db.execute("SELECT key, track, attack, defense, seed, error FROM cells"
@@ -157,3 +212,23 @@ class Store:
             cols = [d[0] for d in cur.description]
             for row in cur:
                 yield dict(zip(cols, row))
+
+
+def _owner() -> tuple[str, int]:
+    """Who holds a claim: this host and process."""
+    return socket.gethostname(), os.getpid()
+
+
+def _holds(host: str, pid: int, claimed_at: float, now: float) -> bool:
+    """Whether an existing claim still stands against this process."""
+    if (host, pid) == _owner() or now - claimed_at > CLAIM_TIMEOUT_SECONDS:
+        return False
+    if host != socket.gethostname():
+        return True  # cannot see that host's processes: trust the claim until it times out
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True

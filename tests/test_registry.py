@@ -83,3 +83,29 @@ def test_builtin_entry_points_all_load(registry):
         assert registry.get("attack", track, "none") and registry.get("defense", track, "none")
     for cls in registry.components.values():
         assert cls.plugin.distribution == "benchbench"
+
+
+def test_a_string_from_a_component_hook_is_one_failure(tmp_path):
+    bad = _write(tmp_path, "strhook", """
+        import benchbench
+        @benchbench.hookimpl
+        def benchbench_defenses():
+            return "Clamp"
+    """)
+    reg = load_registry([bad], entry_points=False)
+    assert [f.reason for f in reg.failures] == [
+        "PluginError: benchbench_defenses returned 'Clamp'; expected a list of benchbench.api defense classes"]
+
+
+def test_a_hookimpl_validation_error_keeps_pluggys_reason(tmp_path):
+    bad = _write(tmp_path, "badargs", """
+        import benchbench
+        @benchbench.hookimpl
+        def benchbench_cell_finished(cell, outcome):
+            pass
+    """)
+    reg = load_registry([bad], entry_points=False)
+    (failure,) = reg.failures
+    assert "\n" not in failure.reason and failure.reason.startswith("PluginValidationError: ")
+    assert "Argument(s) {'outcome'} are declared in the hookimpl but can not be found in the hookspec" \
+        in failure.reason

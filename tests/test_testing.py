@@ -105,7 +105,7 @@ def test_check_component_runs_puts_the_component_in_its_slot(toy_extras):
 
 
 def test_check_component_runs_needs_every_declared_metric_finite(toy_extras):
-    with pytest.raises(AssertionError, match=r"'nan' reported non-finite \{'value': nan\}"):
+    with pytest.raises(AssertionError, match=r"NonFiniteMetric: evaluator 'nan' returned nan for metric 'value'"):
         check_component_runs(toy_extras.get("evaluator", "toy", "nan"), registry=toy_extras, attack="shift")
     with pytest.raises(AssertionError, match=r"'partial' did not report \['second'\]"):
         check_component_runs(toy_extras.get("evaluator", "toy", "partial"), registry=toy_extras,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 from typing import ClassVar
 
@@ -130,6 +131,17 @@ class Crash(Defense):
         os._exit(1)
 
 
+class OutOfMemory(Defense):
+    """Stands in for the OOM killer: SIGKILLs its own worker, every time."""
+
+    name = "oom"
+    track = "toy"
+    description = "SIGKILLs its own worker process"
+
+    def fit(self, xs):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Error(Evaluator):
     name = "error"
     track = "toy"
@@ -139,6 +151,21 @@ class Error(Evaluator):
 
     def evaluate(self, mean, seed):
         return {"abs_error": abs(mean), "score": -abs(mean) + 0.01 * seed}
+
+
+class NonFinite(Evaluator):
+    """A buggy evaluator: returns NaN or inf."""
+
+    name = "nonfinite"
+    track = "toy"
+    description = "returns a non-finite number"
+    metrics = (Metric("value", higher_is_better=True, description="float(params.value)"),)
+
+    class Params(Params):
+        value: str = Field("nan", description="what to return: nan, inf or -inf")
+
+    def evaluate(self, mean, seed):
+        return {"value": float(self.params.value)}
 
 
 @benchbench.hookimpl
@@ -153,12 +180,12 @@ def benchbench_attacks():
 
 @benchbench.hookimpl
 def benchbench_defenses():
-    return [NoDefense, ClipDefense, Boom, Crash]
+    return [NoDefense, ClipDefense, Boom, Crash, OutOfMemory]
 
 
 @benchbench.hookimpl
 def benchbench_evaluators():
-    return [Error]
+    return [Error, NonFinite]
 
 
 FINISHED = []
