@@ -142,7 +142,7 @@ def leaderboard(
     except BenchbenchError as exc:
         _fail(exc)
     for board in boards:
-        console.print(markdown(board))
+        console.print(markdown(board), markup=False, highlight=False)  # names are data, not rich markup
     console.print("wrote " + ", ".join(str(p) for p in paths))
     _report_writers(failed)
 

@@ -256,12 +256,12 @@ def _range(entries: pd.DataFrame) -> str:
 def _explain(board: Board, evaluator: str, metric: str, m: pd.DataFrame) -> str:
     """Description, range, the clean model's value and the reference rows of one table."""
     definition = board.definition(evaluator, metric)
-    parts = [definition.get("description", "").rstrip(".") + "." if definition.get("description") else "",
-             _range(m)]
+    description = definition.get("description", "").rstrip(".")
+    parts = [f"{description}." if description else "", _range(m)]
     clean = m[(m["defense"] == CLEAN) & (m["attack"] == CLEAN)]
     if len(clean):
         parts.append(f"Clean model (defense {CLEAN}, attack {CLEAN}): {clean['value'].iloc[0]:.3f}.")
-    refs = [r for r in definition.get("references", [])]
+    refs = definition.get("references", [])
     if refs:
         parts.append(f"Reference rows: {', '.join(refs)} (mean over defenses).")
     return " ".join(p for p in parts if p)
