@@ -119,7 +119,7 @@ def _metric_section(t: MetricTable, several: bool) -> str:
     return (f"<h3>{_e(t.evaluator)} / {_e(t.metric)}{_e(where)} "
             f"<span class=small>({_e(t.direction)} is better{_e(role)})</span></h3>\n{about}"
             f'<table class="sortable heatmap"><thead><tr>{head}</tr></thead>\n'
-            f"<tbody>{''.join(body)}</tbody><tfoot>{''.join(foot)}</tfoot></table>")
+            f"<tbody>{''.join(body)}</tbody>{f'<tfoot>{chr(10).join(foot)}</tfoot>' if foot else ''}</table>")
 
 
 def _cost_section(board: Board, several: bool) -> str:
