@@ -41,6 +41,7 @@ class PluginInfo:
 
 
 BUILTIN = PluginInfo("builtin", "benchbench", "0")
+RATE: dict[str, float] = {"low": 0.0, "high": 1.0}  # the range of every rate and accuracy
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,38 @@ class Metric:
     no track names: ``"utility"`` is task performance (zero-shot accuracy, mAP): its
     clean column (attack ``none``) is the model's clean utility and its attacked
     columns what is left of it under attack; ``"robustness"`` measures only the attack
-    (attack success rate); ``None`` is neither (diagnostics).
+    (attack success rate); ``"cost"`` is what training took (seconds, steps: the board's
+    efficiency table); ``None`` is none of these (diagnostics).
     """
 
     name: str
     higher_is_better: bool
     description: str
     formula_version: str = "1"
-    role: Literal["utility", "robustness"] | None = None
+    role: Literal["utility", "robustness", "cost"] | None = None
+    # The values the metric can take: ``validate`` rejects an entry outside them (an
+    # ASR of 2.0 is a bug, not a result). ``None``: unbounded on that side. Rates and
+    # accuracies pass ``**RATE``.
+    low: float | None = None
+    high: float | None = None
+    # Metrics of the same evaluator that are reference points for this one (``chance`` for
+    # an accuracy, ``random_floor`` for a re-matching error rate): the board shows them as
+    # rows of this metric's table instead of as tables of their own.
+    references: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ValueError(f"metric '{self.name}': low {self.low} > high {self.high}")
+
+    def contains(self, value: float, tolerance: float = 1e-9) -> bool:
+        """Whether ``value`` lies in the declared range (NaN is left to the finiteness checks)."""
+        return not ((self.low is not None and value < self.low - tolerance)
+                    or (self.high is not None and value > self.high + tolerance))
+
+    def definition(self) -> dict[str, Any]:
+        """What a stored result records about the metric, so boards explain it without our code."""
+        return {"role": self.role, "low": self.low, "high": self.high, "description": self.description,
+                "references": list(self.references)}
 
 
 class Component:
@@ -180,6 +205,12 @@ class Defense(Component):
 
     kind: ClassVar[Kind] = "defense"
 
+    def trained_against(self) -> tuple[str, ...]:
+        """Names of the attacks this defense meets during training (adversarial training's
+        own attack). The runner stores them with the cell and the board marks those
+        columns as seen, so the unseen columns read as the generalisation test they are."""
+        return ()
+
 
 class Evaluator(Component):
     """Returns named metrics; ``metrics`` declares each one's direction."""
@@ -210,6 +241,7 @@ __all__ = [
     "Metric",
     "Params",
     "PluginInfo",
+    "RATE",
     "ResolvedCell",
     "RunContext",
     "Task",

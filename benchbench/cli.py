@@ -140,6 +140,8 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise BenchbenchError(f"{path}: cannot read JSON ({exc})") from None
+    except RecursionError:
+        raise BenchbenchError(f"{path}: cannot read JSON (nested too deeply to be a leaderboard)") from None
 
 
 @app.command()
@@ -151,26 +153,36 @@ def leaderboard(
     """Write leaderboards (md, csv, json, html + plots, plugin writers) for every track in STORE.
 
     Submitted entries merged into an existing board under OUT are kept."""
-    from benchbench.leaderboard import build_boards, declared_roles, markdown, write_boards
+    from benchbench.leaderboard import build_boards, declared_definitions, declared_roles, markdown, write_boards
     from benchbench.merge import carry_submissions
 
     try:
         if not store.is_file():
             raise BenchbenchError(f"no results store at {store}; run `benchbench grid CONFIG` first or pass --store")
         registry = _load_plugins(plugin)
-        boards = build_boards(store, declared_roles(registry))
+        boards = build_boards(store, declared_roles(registry), declared_definitions(registry))
         for i, board in enumerate(boards):
             previous = out / board.track / "leaderboard.json"
             if previous.is_file():
                 boards[i], notes = carry_submissions(board, _read_json(previous))
                 for note in notes:
                     err.print(f"[yellow]{previous}:[/yellow] {note}", highlight=False, soft_wrap=True)
-        paths = write_boards(boards, out, _writers(registry))
+        failed: list[str] = []
+        paths = write_boards(boards, out, _writers(registry), failed)
     except BenchbenchError as exc:
         _fail(exc)
     for board in boards:
-        console.print(markdown(board))
+        console.print(markdown(board), markup=False, highlight=False)  # names are data, not rich markup
     console.print("wrote " + ", ".join(str(p) for p in paths))
+    _report_writers(failed)
+
+
+def _report_writers(failed: list[str]) -> None:
+    """One line per failed writer (the others have written); exit 1 if any failed."""
+    for line in failed:
+        err.print(f"[red]error:[/red] {line}", markup=True, highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -219,12 +231,14 @@ def merge(
             err.print(f"{submission}: {p}", highlight=False, soft_wrap=True)
         if problems:
             raise typer.Exit(1)
+        failed: list[str] = []
         paths = write_board(Board.from_json(merge_submission(board, sub)), into.parent,
-                            _writers(_load_plugins(plugin)))
+                            _writers(_load_plugins(plugin)), failed)
     except BenchbenchError as exc:
         _fail(exc)
     console.print(f"merged {len(sub['entries'])} submitted entries from {submission} into {into}; "
                   f"wrote " + ", ".join(str(p) for p in paths))
+    _report_writers(failed)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ docs/leaderboards.md).
 """
 from __future__ import annotations
 
+import html
 import json
 import math
 import statistics
@@ -38,11 +39,13 @@ from benchbench.store import Store
 if TYPE_CHECKING:
     from benchbench.registry import Registry
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 SCHEMA_PATH = Path(__file__).with_name("leaderboard.schema.json")
 KEY_COLUMNS = ["track", "dataset", "model", "defense", "attack", "evaluator", "metric"]
 CLEAN = "none"  # every track's clean reference attack and standard-training defense
-SUBMITTED_MARK = "†"
+SEEN_MARK = "†"  # the defense trained against this attack: not a generalisation test
+SUBMITTED_MARK = "‡"
+COST = "cost"  # the metric role of training cost: the efficiency table, not a heat map
 
 Writer = Callable[["Board", Path], list[Path]]
 
@@ -54,6 +57,8 @@ class Board:
     track: str
     protocol: str
     entries: pd.DataFrame  # KEY_COLUMNS + value, std, ci_low, ci_high, seeds, ..., provenance
+    # "evaluator/metric" -> {"description", "references"}: what each metric means, as declared
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -61,13 +66,17 @@ class Board:
             "track": self.track,
             "protocol": self.protocol,
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "metrics": self.metrics,
             "entries": json.loads(self.entries.to_json(orient="records", double_precision=15)),
         }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Board":
         """A board from its published JSON (e.g. after merging submissions)."""
-        return cls(data["track"], data["protocol"], pd.DataFrame(data["entries"]))
+        return cls(data["track"], data["protocol"], pd.DataFrame(data["entries"]), data.get("metrics", {}))
+
+    def definition(self, evaluator: str, metric: str) -> dict[str, Any]:
+        return self.metrics.get(f"{evaluator}/{metric}", {})
 
 
 def _protocol(components_json: str) -> str:
@@ -90,6 +99,7 @@ def _provenance(group: pd.DataFrame) -> dict[str, Any]:
     return {
         "attack": who(comps["attack"]), "attack_params": comps["attack"]["params"],
         "defense": who(comps["defense"]), "defense_params": comps["defense"]["params"],
+        "trained_against": _trained_against(group),
         "evaluator": who(_evaluator(group)),
         "git_commit": sorted(set(group["git_commit"])),
         "versions": json.loads(group["versions_json"].iloc[0]),
@@ -99,7 +109,14 @@ def _provenance(group: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _trained_against(group: pd.DataFrame) -> list[str]:
+    """The attacks the cell's defense trained against, as the runner stored them."""
+    return sorted({a for c in group["components_json"] for a in json.loads(c)["defense"].get("trained_against", [])})
+
+
 Roles = dict[tuple[str, str, str], dict[str, str]]  # (track, evaluator, version) -> metric -> role
+# (track, evaluator, version) -> metric -> Metric.definition()
+Definitions = dict[tuple[str, str, str], dict[str, dict[str, Any]]]
 
 
 def declared_roles(registry: Registry) -> Roles:
@@ -109,16 +126,32 @@ def declared_roles(registry: Registry) -> Roles:
             for (kind, _track, _name), cls in registry.components.items() if kind == "evaluator"}
 
 
+def declared_definitions(registry: Registry) -> Definitions:
+    """Metric definitions (range, description, references) as the installed evaluators
+    declare them, for results stored before the runner recorded them."""
+    return {(cls.track, cls.name, cls.version): {m.name: m.definition() for m in cls.metrics}
+            for (kind, _track, _name), cls in registry.components.items() if kind == "evaluator"}
+
+
 def _role(key: tuple, group: pd.DataFrame, roles: Roles) -> str | None:
     evaluator = _evaluator(group)
     stored = evaluator.get("metric_roles", {}).get(key[-1])
     return stored or roles.get((key[0], evaluator["name"], evaluator["version"]), {}).get(key[-1])
 
 
-def _entry(key: tuple, group: pd.DataFrame, protocol: str, roles: Roles) -> dict[str, Any]:
+def _definition(key: tuple, group: pd.DataFrame, definitions: Definitions) -> dict[str, Any]:
+    evaluator = _evaluator(group)
+    stored = evaluator.get("metric_definitions", {}).get(key[-1])
+    return stored or definitions.get((key[0], evaluator["name"], evaluator["version"]), {}).get(key[-1], {})
+
+
+def _entry(key: tuple, group: pd.DataFrame, protocol: str, roles: Roles,
+           definitions: Definitions) -> dict[str, Any]:
     group = group.sort_values("seed")
     values = [float(v) for v in group["value"]]
     ci = bootstrap_ci(values)
+    definition = _definition(key, group, definitions)
+    base_attack = group["attack_name"].iloc[0]  # the attack's name, without a variant label
     return {
         **dict(zip(KEY_COLUMNS, key)),
         "value": statistics.fmean(values),
@@ -130,6 +163,9 @@ def _entry(key: tuple, group: pd.DataFrame, protocol: str, roles: Roles) -> dict
         "seed_values": values,
         "direction": "higher" if bool(group["higher_is_better"].iloc[0]) else "lower",
         "role": _role(key, group, roles),
+        "low": definition.get("low"),
+        "high": definition.get("high"),
+        "seen_in_training": base_attack != CLEAN and base_attack in _trained_against(group),
         "formula_version": str(group["formula_version"].iloc[0]),
         "protocol_version": protocol,
         "source": "measured",
@@ -154,9 +190,11 @@ def _variant_labels(df: pd.DataFrame, role: str) -> pd.Series:
     return labels
 
 
-def build_boards(store_path: str | Path, roles: Roles | None = None) -> list[Board]:
+def build_boards(store_path: str | Path, roles: Roles | None = None,
+                 definitions: Definitions | None = None) -> list[Board]:
     """One board per (track, protocol) from every ``ok`` cell in the store. ``roles``
-    (see ``declared_roles``) fills metric roles the stored results lack."""
+    (see ``declared_roles``) and ``definitions`` (``declared_definitions``) fill what
+    the stored results lack."""
     with Store(store_path) as store:
         df = store.long_table()
     if df.empty:
@@ -164,9 +202,16 @@ def build_boards(store_path: str | Path, roles: Roles | None = None) -> list[Boa
     df["protocol"] = df["components_json"].map(_protocol)
     boards = []
     for (track, protocol), tdf in df.groupby(["track", "protocol"], sort=True):
-        tdf = tdf.assign(attack=_variant_labels(tdf, "attack"), defense=_variant_labels(tdf, "defense"))
-        rows = [_entry(key, g, protocol, roles or {}) for key, g in tdf.groupby(KEY_COLUMNS, sort=True)]
-        boards.append(Board(track, protocol, pd.DataFrame(rows)))
+        tdf = tdf.assign(attack_name=tdf["attack"], attack=_variant_labels(tdf, "attack"),
+                         defense=_variant_labels(tdf, "defense"))
+        groups = list(tdf.groupby(KEY_COLUMNS, sort=True))
+        rows = [_entry(key, g, protocol, roles or {}, definitions or {}) for key, g in groups]
+        metrics = {}
+        for key, g in groups:
+            d = _definition(key, g, definitions or {})
+            metrics.setdefault(f"{key[5]}/{key[6]}", {"description": d.get("description", ""),
+                                                      "references": list(d.get("references", []))})
+        boards.append(Board(track, protocol, pd.DataFrame(rows), metrics))
     return boards
 
 
@@ -187,26 +232,71 @@ class MetricTable:
     attacks: list[str]
     cells: dict[tuple[str, str], pd.Series]  # (defense, attack) -> entry
     best: set[tuple[str, str]] = field(default_factory=set)  # clear leads per column
+    description: str = ""  # what the metric measures, with its range and reference points
+    # reference metric name -> attack -> its mean over defenses (rows under the defenses)
+    references: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def _clean_first(names: set[str]) -> list[str]:
     return sorted(names, key=lambda n: (n != CLEAN, n))
 
 
+def _bound(x: Any) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _range(entries: pd.DataFrame) -> str:
+    low = _bound(entries["low"].iloc[0]) if "low" in entries else None
+    high = _bound(entries["high"].iloc[0]) if "high" in entries else None
+    if low is None and high is None:
+        return ""
+    return f"Range [{'-∞' if low is None else f'{low:g}'}, {'∞' if high is None else f'{high:g}'}]."
+
+
+def _explain(board: Board, evaluator: str, metric: str, m: pd.DataFrame) -> str:
+    """Description, range, the clean model's value and the reference rows of one table."""
+    definition = board.definition(evaluator, metric)
+    description = definition.get("description", "").rstrip(".")
+    parts = [f"{description}." if description else "", _range(m)]
+    clean = m[(m["defense"] == CLEAN) & (m["attack"] == CLEAN)]
+    if len(clean):
+        parts.append(f"Clean model (defense {CLEAN}, attack {CLEAN}): {clean['value'].iloc[0]:.3f}.")
+    refs = definition.get("references", [])
+    if refs:
+        parts.append(f"Reference rows: {', '.join(refs)} (mean over defenses).")
+    return " ".join(p for p in parts if p)
+
+
+def reference_metrics(board: Board) -> set[tuple[str, str]]:
+    """(evaluator, metric) pairs shown as reference rows of another metric's table."""
+    return {(key.split("/", 1)[0], ref) for key, d in board.metrics.items() for ref in d.get("references", [])}
+
+
 def metric_tables(board: Board) -> list[MetricTable]:
     """One table per (data set, model, evaluator, metric), with its clear leads per column.
 
-    A board normally holds one data set and one model; grouping by them anyway means a
-    board that holds several never mixes their numbers.
+    Cost metrics go to the efficiency table and reference metrics (chance, a random
+    floor) become rows of the tables that cite them. A board normally holds one data set
+    and one model; grouping by them anyway means a board that holds several never mixes
+    their numbers.
     """
     tables = []
     e = board.entries
+    hidden = reference_metrics(board)
     for (dataset, model, evaluator, metric), m in e.groupby(["dataset", "model", "evaluator", "metric"],
                                                             sort=True):
         first = m.iloc[0]
+        if first["role"] == COST or (evaluator, metric) in hidden:
+            continue
         table = MetricTable(dataset, model, evaluator, metric, first["direction"], first["role"],
                             _clean_first(set(m["defense"])), _clean_first(set(m["attack"])),
-                            {(r["defense"], r["attack"]): r for _, r in m.iterrows()})
+                            {(r["defense"], r["attack"]): r for _, r in m.iterrows()},
+                            description=_explain(board, evaluator, metric, m))
+        for ref in board.definition(evaluator, metric).get("references", []):
+            rows = e[(e["dataset"] == dataset) & (e["model"] == model) & (e["evaluator"] == evaluator)
+                     & (e["metric"] == ref)]
+            if len(rows):
+                table.references[ref] = rows.groupby("attack")["value"].mean().to_dict()
         for attack, column in m.groupby("attack"):
             best = clear_best(column, first["direction"] == "higher")
             if best is not None:
@@ -215,9 +305,42 @@ def metric_tables(board: Board) -> list[MetricTable]:
     return tables
 
 
+@dataclass
+class CostTable:
+    """Training cost per defense: each cost metric's mean over the defense's cells."""
+
+    dataset: str
+    model: str
+    metrics: list[tuple[str, str]]  # (evaluator, metric)
+    defenses: list[str]
+    values: dict[tuple[str, tuple[str, str]], float]  # (defense, metric) -> mean
+
+
+def cost_tables(board: Board) -> list[CostTable]:
+    """The efficiency table(s): one per (data set, model) with cost metrics."""
+    e = board.entries
+    cost = e[e["role"] == COST]
+    tables = []
+    for (dataset, model), c in cost.groupby(["dataset", "model"], sort=True):
+        means = c.groupby(["defense", "evaluator", "metric"])["value"].mean()
+        tables.append(CostTable(dataset, model, sorted({(ev, m) for _, ev, m in means.index}),
+                                _clean_first(set(c["defense"])),
+                                {(d, (ev, m)): float(v) for (d, ev, m), v in means.items()}))
+    return tables
+
+
+def _marks(entry: pd.Series) -> str:
+    seen = SEEN_MARK if entry.get("seen_in_training") is True else ""
+    return seen + (SUBMITTED_MARK if entry.get("source") == "submitted" else "")
+
+
 def fmt_value(entry: pd.Series) -> str:
     text = f"{entry['value']:.3f} ± {entry['std']:.3f}" if entry["n_seeds"] > 1 else f"{entry['value']:.3f}"
-    return text + (SUBMITTED_MARK if entry.get("source") == "submitted" else "")
+    return text + _marks(entry)
+
+
+def fmt_cost(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
 
 
 def describe(board: Board) -> str:
@@ -227,27 +350,61 @@ def describe(board: Board) -> str:
             f"model(s): {', '.join(sorted(set(e['model'])))}. Mean ± std over seeds "
             f"(n = {', '.join(map(str, sorted(set(e['n_seeds']))))}). Bold: the best entry of a column, "
             f"marked only where it lies outside the runner-up's 95% bootstrap interval over seeds. "
+            f"{SEEN_MARK}: the defense trained against this attack (seen in training); every other attacked "
+            f"column is an attack it never saw, a generalisation test. "
             f"{SUBMITTED_MARK}: submitted by others, not re-run here.")
 
 
+COST_NOTE = ("Training cost per defense, mean over its cells (every attack column's model; columns that "
+             "share one model count it once each). Wall-clock seconds on the machine that trained the "
+             "model: comparable within this board, not across hardware.")
+
+
+def md_escape(text: object) -> str:
+    """Plugin names and params are data from strangers: no raw HTML, no Markdown syntax
+    that links or formats, no ``|`` that would split a table cell, one line."""
+    out = html.escape(" ".join(str(text).split()), quote=False)
+    for char in "\\`*[]|":
+        out = out.replace(char, "\\" + char)
+    return out
+
+
+def _md_table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """Rows are already escaped (values and marks); ``head`` is escaped here."""
+    return ["| " + " | ".join(md_escape(h) for h in head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
 def markdown(board: Board) -> str:
-    """Per metric: defense rows x attack columns, mean ± std over seeds, clear leads in bold."""
-    lines = [f"# {board.track} leaderboard", "", describe(board), ""]
+    """Per metric: defense rows x attack columns, mean ± std over seeds, clear leads in bold;
+    then the efficiency table."""
+    lines = [f"# {md_escape(board.track)} leaderboard", "", md_escape(describe(board)), ""]
     tables = metric_tables(board)
-    several = len({(t.dataset, t.model) for t in tables}) > 1
+    costs = cost_tables(board)
+    several = len({(t.dataset, t.model) for t in [*tables, *costs]}) > 1
     for t in tables:
         where = f" on {t.dataset} / {t.model}" if several else ""
-        lines += [f"## {t.evaluator} / {t.metric}{where} ({t.direction} is better)", ""]
-        lines.append("| defense | " + " | ".join(t.attacks) + " |")
-        lines.append("|---|" + "---|" * len(t.attacks))
+        lines += [md_escape(f"## {t.evaluator} / {t.metric}{where} ({t.direction} is better)"), ""]
+        if t.description:
+            lines += [md_escape(t.description), ""]
+        rows = []
         for defense in t.defenses:
-            cells = []
+            cells = [md_escape(defense)]
             for attack in t.attacks:
                 entry = t.cells.get((defense, attack))
-                text = "–" if entry is None else fmt_value(entry)
+                text = "–" if entry is None else md_escape(fmt_value(entry))
                 cells.append(f"**{text}**" if (defense, attack) in t.best else text)
-            lines.append(f"| {defense} | " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        for ref, by_attack in t.references.items():
+            rows.append([f"_{md_escape(ref)} (reference)_",
+                         *(f"_{by_attack[a]:.3f}_" if a in by_attack else "–" for a in t.attacks)])
+        lines += _md_table(["defense", *t.attacks], rows)
+    for c in costs:
+        where = f" on {c.dataset} / {c.model}" if several else ""
+        lines += [md_escape(f"## Efficiency: training cost{where} (lower is better)"), "", md_escape(COST_NOTE), ""]
+        rows = [[md_escape(d), *(fmt_cost(c.values[d, m]) if (d, m) in c.values else "–" for m in c.metrics)]
+                for d in c.defenses]
+        lines += _md_table(["defense", *(f"{ev} / {m}" for ev, m in c.metrics)], rows)
     return "\n".join(lines)
 
 
@@ -283,22 +440,43 @@ def benchbench_leaderboard_writers() -> dict[str, Writer]:
     return dict(BUILTIN_WRITERS)
 
 
-def write_board(board: Board, out: Path, writers: dict[str, Writer] | None = None) -> list[Path]:
-    """Write one board into ``out`` with every writer."""
+def write_board(board: Board, out: Path, writers: dict[str, Writer] | None = None,
+                failures: list[str] | None = None) -> list[Path]:
+    """Write one board into ``out`` with every writer; return the paths written.
+
+    A writer that raises (a plugin's bug, or the JSON writer refusing an invalid board)
+    does not stop the others: its failure becomes one line in ``failures``. Without a
+    ``failures`` list, the first failure is raised after every writer has run.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    return [path for writer in (writers or BUILTIN_WRITERS).values() for path in writer(board, out)]
+    paths, failed = [], []
+    for name, writer in (writers or BUILTIN_WRITERS).items():
+        try:
+            paths += writer(board, out)
+        except Exception as exc:  # noqa: BLE001 - isolated: the other views still get written
+            failed.append(f"{board.track}: leaderboard writer '{name}' failed: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500])
+    if failures is None and failed:
+        raise ConfigError(failed[0])
+    (failures if failures is not None else []).extend(failed)
+    return paths
 
 
-def write_boards(boards: list[Board], out_dir: str | Path,
-                 writers: dict[str, Writer] | None = None) -> list[Path]:
-    """Write every board under ``out_dir/<track>/`` with every writer."""
+def write_boards(boards: list[Board], out_dir: str | Path, writers: dict[str, Writer] | None = None,
+                 failures: list[str] | None = None) -> list[Path]:
+    """Write every board under ``out_dir/<track>/`` with every writer (see ``write_board``)."""
     tracks = [b.track for b in boards]
     dup = next((t for t in tracks if tracks.count(t) > 1), None)
     if dup:
         raise ConfigError(f"the store mixes protocols for track '{dup}' ("
                           f"{', '.join(b.protocol for b in boards if b.track == dup)}); "
                           f"use one store per protocol (--store)")
-    return [p for board in boards for p in write_board(board, Path(out_dir) / board.track, writers)]
+    collected: list[str] = []
+    paths = [p for board in boards for p in write_board(board, Path(out_dir) / board.track, writers, collected)]
+    if failures is None and collected:
+        raise ConfigError(collected[0])
+    (failures if failures is not None else []).extend(collected)
+    return paths
 
 
 # --- validation --------------------------------------------------------------------
@@ -332,17 +510,48 @@ def _entry_problems(i: int, entry: dict[str, Any], data: dict[str, Any]) -> list
     elif len(values) > 1 and not _close(entry["std"], statistics.stdev(values)):
         problems.append(f"{where}/std: {entry['std']} is not the std of seed_values "
                         f"({statistics.stdev(values)})")
-    if (entry["ci_low"] is None) != (entry["ci_high"] is None) or (
-            entry["ci_low"] is not None and entry["ci_low"] > entry["ci_high"]):
-        problems.append(f"{where}: bad 95% interval [{entry['ci_low']}, {entry['ci_high']}]")
+    problems += _interval_problems(where, entry)
+    problems += _range_problems(where, entry)
     return problems
 
 
-def _metric_definitions(data: dict[str, Any]) -> dict[tuple[str, str], tuple[str, str | None, str]]:
-    """(evaluator, metric) -> (direction, role, formula version) of the first entry."""
-    defs: dict[tuple[str, str], tuple[str, str | None, str]] = {}
+def _interval_problems(where: str, entry: dict[str, Any]) -> list[str]:
+    """The bootstrap interval of the mean: present from two seeds on, ordered, and inside
+    [min, max] of the seed values (every resampled mean is)."""
+    low, high, values = entry["ci_low"], entry["ci_high"], entry["seed_values"]
+    if (low is None) != (high is None) or (low is not None and low > high):
+        return [f"{where}: bad 95% interval [{low}, {high}]"]
+    if low is None:
+        return [] if len(values) == 1 else [f"{where}: {len(values)} seeds but no 95% interval"]
+    if len(values) == 1:
+        return [f"{where}: a 95% interval [{low}, {high}] from one seed"]
+    if low < min(values) and not _close(low, min(values)) or high > max(values) and not _close(high, max(values)):
+        return [f"{where}: 95% interval [{low}, {high}] reaches outside the seed values "
+                f"[{min(values)}, {max(values)}]"]
+    return []
+
+
+def _range_problems(where: str, entry: dict[str, Any]) -> list[str]:
+    """Every number within the metric's declared range (an ASR of 2.0 is a bug, not a result)."""
+    low, high = entry["low"], entry["high"]
+    if low is not None and high is not None and low > high:
+        return [f"{where}: range [{low}, {high}] is empty"]
+    numbers = [("value", entry["value"]), *((f"seed_values/{i}", v) for i, v in enumerate(entry["seed_values"]))]
+
+    def outside(v: float) -> bool:
+        return (low is not None and v < low and not _close(v, low)) or (
+            high is not None and v > high and not _close(v, high))
+
+    return [f"{where}/{name}: {v} is outside the metric's range [{low}, {high}]"
+            for name, v in numbers if outside(v)][:1]  # the first says it; the rest repeat it
+
+
+def _metric_definitions(data: dict[str, Any]) -> dict[tuple[str, str], tuple]:
+    """(evaluator, metric) -> (direction, role, formula version, range) of the first entry."""
+    defs: dict[tuple[str, str], tuple] = {}
     for e in data["entries"]:
-        defs.setdefault((e["evaluator"], e["metric"]), (e["direction"], e["role"], e["formula_version"]))
+        defs.setdefault((e["evaluator"], e["metric"]),
+                        (e["direction"], e["role"], e["formula_version"], [e["low"], e["high"]]))
     return defs
 
 
@@ -358,16 +567,37 @@ def _against_problems(data: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     for dataset in sorted({e["dataset"] for e in data["entries"]} - ref_datasets):
         problems.append(f"data set '{dataset}' is not the reference's ({', '.join(sorted(ref_datasets))})")
     ref_defs = _metric_definitions(ref)
-    for (evaluator, metric), (direction, role, formula) in _metric_definitions(data).items():
+    for (evaluator, metric), got_def in _metric_definitions(data).items():
         want = ref_defs.get((evaluator, metric))
         if want is None:
             continue  # a new metric is a new column, not a conflict
-        for what, got, expected in zip(("direction", "role", "formula version"),
-                                       (direction, role, formula), want):
+        for what, got, expected in zip(("direction", "role", "formula version", "range"), got_def, want):
             if got != expected:
                 problems.append(f"{evaluator}/{metric}: {what} {got!r} differs from the "
                                 f"reference's {expected!r}")
     return problems
+
+
+MAX_DEPTH = 32  # a board is 5 levels deep plus its components' params
+
+
+def _too_deep(data: Any) -> bool:
+    """Deeper than ``MAX_DEPTH``? Iterative, so a hostile file cannot exhaust the stack
+    here or in the schema check, pandas and the writers after it."""
+    stack = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def _schema_problems(data: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()))
+    return [f"{'/'.join(map(str, err.absolute_path)) or '<root>'}: {err.message}"
+            for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))]
 
 
 def validate_board(data: Any, against: dict[str, Any] | None = None) -> list[str]:
@@ -379,10 +609,13 @@ def validate_board(data: Any, against: dict[str, Any] | None = None) -> list[str
     could sit on that reference board (same track, protocol and data sets; the same
     direction, role and formula for every metric both boards have).
     """
-    schema = json.loads(SCHEMA_PATH.read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = [f"{'/'.join(map(str, err.absolute_path)) or '<root>'}: {err.message}"
-                for err in sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))]
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if isinstance(version, int) and not isinstance(version, bool) and version != SCHEMA_VERSION:
+        return [f"schema_version {version}: this benchbench reads version {SCHEMA_VERSION} boards; "
+                f"regenerate the board with `benchbench leaderboard` (or ask its author to)"]
+    if _too_deep(data):
+        return [f"<root>: nested more than {MAX_DEPTH} levels deep; no leaderboard is (params included)"]
+    problems = _schema_problems(data)
     if problems:
         return problems
     seen: set[tuple] = set()
@@ -392,11 +625,13 @@ def validate_board(data: Any, against: dict[str, Any] | None = None) -> list[str
         if key in seen:
             problems.append(f"entries/{i}: duplicate entry for {dict(zip(KEY_COLUMNS, key))}")
         seen.add(key)
-    directions: dict[tuple[str, str], set[str]] = {}
-    for e in data["entries"]:
-        directions.setdefault((e["evaluator"], e["metric"]), set()).add(e["direction"])
-    problems += [f"{ev}/{metric}: entries disagree on the direction ({' vs '.join(sorted(d))})"
-                 for (ev, metric), d in directions.items() if len(d) > 1]
+    for what in ("direction", "range"):
+        seen_as: dict[tuple[str, str], set[str]] = {}
+        for e in data["entries"]:
+            got = e["direction"] if what == "direction" else f"[{e['low']}, {e['high']}]"
+            seen_as.setdefault((e["evaluator"], e["metric"]), set()).add(got)
+        problems += [f"{ev}/{metric}: entries disagree on the {what} ({' vs '.join(sorted(d))})"
+                     for (ev, metric), d in seen_as.items() if len(d) > 1]
     if against is not None and not problems:
         ref_problems = validate_board(against)
         if ref_problems:

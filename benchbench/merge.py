@@ -44,7 +44,8 @@ def merge_submission(board: dict[str, Any], submission: dict[str, Any]) -> dict[
     if problems:
         raise ConfigError(f"submission rejected ({len(problems)} problems, first: {problems[0]})")
     added = [{**e, "source": SUBMITTED} for e in submission["entries"]]
-    return {**board, "entries": [*board["entries"], *added]}
+    metrics = {**submission.get("metrics", {}), **board.get("metrics", {})}  # ours win: same definitions
+    return {**board, "metrics": metrics, "entries": [*board["entries"], *added]}
 
 
 def carry_submissions(board: Board, previous: dict[str, Any]) -> tuple[Board, list[str]]:
@@ -65,4 +66,4 @@ def carry_submissions(board: Board, previous: dict[str, Any]) -> tuple[Board, li
     notes = [f"re-measured here, replaces a submitted entry: {dict(zip(KEY_COLUMNS[3:], _key(e)[3:]))}"
              for e in submitted if _key(e) in measured]
     entries = pd.concat([board.entries, pd.DataFrame(kept)], ignore_index=True) if kept else board.entries
-    return Board(board.track, board.protocol, entries), notes
+    return Board(board.track, board.protocol, entries, {**previous.get("metrics", {}), **board.metrics}), notes

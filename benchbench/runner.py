@@ -56,9 +56,11 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         }
         result["components"]["evaluators"] = [
             {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
-             "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics}}
+             "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics},
+             "metric_definitions": {m.name: m.definition() for m in e.metrics}}
             for e in resolved.evaluators
         ]
+        result["components"]["defense"]["trained_against"] = list(resolved.defense.trained_against())
         result["dataset"] = resolved.task.dataset_name()
         result["model"] = resolved.task.model_name()
         ctx = RunContext(cache=cache, seed=cell.seed, preset=cell.preset, device=env.device,
@@ -88,7 +90,10 @@ def _check_metrics(cell, metrics: dict[str, dict[str, float]]) -> dict[str, dict
         out[ev_name] = {}
         for metric, value in values.items():
             m = ev.metric(metric)
-            out[ev_name][metric] = {"value": check_finite(ev_name, metric, float(value)),
-                                    "higher_is_better": m.higher_is_better,
+            value = check_finite(ev_name, metric, float(value))
+            if not m.contains(value):
+                raise RuntimeError(f"evaluator '{ev_name}' reported {metric} = {value}, outside its declared "
+                                   f"range [{m.low}, {m.high}] (a plugin bug)")
+            out[ev_name][metric] = {"value": value, "higher_is_better": m.higher_is_better,
                                     "formula_version": m.formula_version}
     return out

@@ -15,7 +15,8 @@ import math
 from pathlib import Path
 
 from benchbench.hookspecs import hookimpl
-from benchbench.leaderboard import Board, MetricTable, describe, fmt_value, metric_tables
+from benchbench.leaderboard import (COST_NOTE, Board, MetricTable, cost_tables, describe, fmt_cost, fmt_value,
+                                    metric_tables)
 from benchbench.plots import pareto_plots, write_plots
 
 CSS = """
@@ -27,6 +28,7 @@ th { background: #f3f3f3; cursor: pointer; user-select: none; }
 th[aria-sort=ascending]::after { content: " ▲"; }
 th[aria-sort=descending]::after { content: " ▼"; }
 td.best { font-weight: bold; outline: 2px solid #222; }
+tr.reference td { font-style: italic; color: #555; background: #fafafa; }
 figure { display: inline-block; margin: 0 1em 1em 0; }
 figure img { max-width: 36em; }
 .small { font-size: 12px; color: #555; }
@@ -108,10 +110,35 @@ def _metric_section(t: MetricTable, several: bool) -> str:
             cells.append(f'<td{best} data-value="{_num(entry["value"])}" style="background:{colors[defense, attack]}"'
                          f' title="{_e(_ci(entry))}; n = {entry["n_seeds"]}">{_e(fmt_value(entry))}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
+    for ref, by_attack in t.references.items():  # not in the body: sorting leaves them under the defenses
+        cells = "".join(f'<td>{_num(by_attack[a]) if a in by_attack else "–"}</td>' for a in t.attacks)
+        rows.append(f'<tr class="reference"><td class="text">{_e(ref)} (reference)</td>{cells}</tr>')
+    n_defenses = len(t.defenses)
+    body, foot = rows[:n_defenses], rows[n_defenses:]
+    about = f"<p class=small>{_e(t.description)}</p>\n" if t.description else ""
     return (f"<h3>{_e(t.evaluator)} / {_e(t.metric)}{_e(where)} "
-            f"<span class=small>({_e(t.direction)} is better{_e(role)})</span></h3>\n"
+            f"<span class=small>({_e(t.direction)} is better{_e(role)})</span></h3>\n{about}"
             f'<table class="sortable heatmap"><thead><tr>{head}</tr></thead>\n'
-            f"<tbody>{''.join(rows)}</tbody></table>")
+            f"<tbody>{''.join(body)}</tbody>{f'<tfoot>{chr(10).join(foot)}</tfoot>' if foot else ''}</table>")
+
+
+def _cost_section(board: Board, several: bool) -> str:
+    """The efficiency table: training cost per defense."""
+    sections = []
+    for c in cost_tables(board):
+        where = f" on {c.dataset} / {c.model}" if several else ""
+        head = "".join(f"<th>{_e(h)}</th>" for h in ["defense", *(f"{ev} / {m}" for ev, m in c.metrics)])
+        rows = []
+        for d in c.defenses:
+            cells = "".join(f'<td data-value="{_num(c.values[d, m])}">{_e(fmt_cost(c.values[d, m]))}</td>'
+                            if (d, m) in c.values else "<td>–</td>" for m in c.metrics)
+            rows.append(f'<tr><td class="text">{_e(d)}</td>{cells}</tr>')
+        sections.append(f"<h3>Training cost{_e(where)} <span class=small>(lower is better)</span></h3>\n"
+                        f'<table class="sortable cost"><thead><tr>{head}</tr></thead>\n'
+                        f"<tbody>{''.join(rows)}</tbody></table>")
+    if not sections:
+        return "<p class=small>No cost metrics on this board (add the <code>cost</code> evaluator).</p>"
+    return f"<p class=small>{_e(COST_NOTE)}</p>\n" + "\n".join(sections)
 
 
 def _pareto_section(board: Board) -> str:
@@ -128,8 +155,14 @@ def _pareto_section(board: Board) -> str:
 
 
 ENTRY_COLUMNS = ["dataset", "model", "defense", "attack", "evaluator", "metric", "mean", "std",
-                 "95% CI", "per seed", "direction", "role", "source", "defense plugin",
-                 "attack plugin", "git commit"]
+                 "95% CI", "per seed", "direction", "role", "range", "seen in training", "source",
+                 "defense plugin", "attack plugin", "git commit"]
+
+
+def _range(e) -> str:
+    low, high = (None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+                 for v in (e.get("low"), e.get("high")))
+    return "" if low is None and high is None else f"[{'-∞' if low is None else low}, {'∞' if high is None else high}]"
 
 
 def _entries_section(board: Board) -> str:
@@ -143,7 +176,8 @@ def _entries_section(board: Board) -> str:
         cells += [f'<td data-value="{_num(e[c])}">{_num(e[c])}</td>' for c in ("value", "std")]
         cells += [f'<td data-value="{_num(e["ci_low"])}">{_e(ci)}</td>']
         cells += [f'<td class="text">{_e(v)}</td>' for v in (
-            per_seed, e["direction"], e["role"] if isinstance(e["role"], str) else "", e["source"],
+            per_seed, e["direction"], e["role"] if isinstance(e["role"], str) else "", _range(e),
+            "yes" if e.get("seen_in_training") is True else "", e["source"],
             prov.get("defense", ""), prov.get("attack", ""), ", ".join(prov.get("git_commit", [])))]
         rows.append(f"<tr>{''.join(cells)}</tr>")
     head = "".join(f"<th>{_e(c)}</th>" for c in ENTRY_COLUMNS)
@@ -169,6 +203,8 @@ hover a cell for its interval. Click a column header to sort. Data:
 <a href="leaderboard.csv">CSV</a>.</p>
 <h2>Per metric: defense × attack</h2>
 {chr(10).join(_metric_section(t, several) for t in tables)}
+<h2>Efficiency</h2>
+{_cost_section(board, several)}
 <h2>Clean utility vs robustness</h2>
 {_pareto_section(board)}
 <h2>All entries</h2>

@@ -67,7 +67,7 @@ def test_merge_cli_adds_submitted_entries_and_rewrites_the_views(boards, tmp_pat
     assert submitted[0]["provenance"]["defense"] == "median@1 (local 2.1)"  # their provenance, kept
     assert validate_board(merged) == []
     views = ours.parent
-    assert "| median | " in (views / "leaderboard.md").read_text() and "†" in (views / "leaderboard.md").read_text()
+    assert "| median | " in (views / "leaderboard.md").read_text() and "‡" in (views / "leaderboard.md").read_text()
     assert ",median,shift,error,score," in (views / "leaderboard.csv").read_text()
     assert "median@1 (local 2.1)" in (views / "index.html").read_text()
 

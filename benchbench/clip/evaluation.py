@@ -47,6 +47,12 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, k: int = 1) -> flo
     return (top == labels.view(-1, 1)).any(dim=1).float().mean().item()
 
 
+def chance(labels: torch.Tensor) -> float:
+    """Top-1 of a classifier that always names the most frequent class: the accuracy
+    floor a top-1 is read against (1 / classes on a balanced split)."""
+    return labels.bincount().max().item() / len(labels)
+
+
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
                  cs: Sequence[float] = PROBE_CS, val_fraction: float = 0.25, seed: int = 0,
                  max_iter: int = 1000) -> tuple[float, float]:

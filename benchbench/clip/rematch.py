@@ -222,7 +222,8 @@ class PoolRematchingDefense(ClipDefense):
     def loss(self, batch: Batch, features: Features, state: TrainState) -> dict[str, Tensor]:
         text, matched = features.text, None
         if self.matching(state) and len(self.pool):
-            matched, global_choice = self.match(features)
+            with state.timed("match"):
+                matched, global_choice = self.match(features)
             text = self.pool.features[matched]
             self.matches.add(state.global_epoch, batch.index, self.pool.rows[matched],
                              None if global_choice is None else self.pool.rows[global_choice])

@@ -39,8 +39,9 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import torch
 
@@ -117,6 +118,17 @@ class TrainState:
     global_epoch: int = 0
     step: int = 0
     history: list[dict] = field(default_factory=list)
+    timed_seconds: dict[str, float] = field(default_factory=dict)  # this epoch's, by ``timed``
+
+    @contextmanager
+    def timed(self, what: str) -> Iterator[None]:
+        """Add the block's wall time to this epoch's ``timed`` log entry (e.g. "match"),
+        so the cost evaluator can report what a defense's extra work costs."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timed_seconds[what] = self.timed_seconds.get(what, 0.0) + time.perf_counter() - start
 
     @torch.no_grad()
     def embed_all(self, with_tokens: bool = False, batch_size: int = 512) -> Features:
@@ -223,6 +235,10 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
             record["loss"] = {k: v / max(1, n_batches) for k, v in sums.items()}
             record["logit_scale"] = model.net.logit_scale.detach().exp().item()
             record["seconds"] = round(time.perf_counter() - start, 3)
+            record["steps"] = n_batches
+            if state.timed_seconds:
+                record["timed"] = {k: round(v, 3) for k, v in state.timed_seconds.items()}
+                state.timed_seconds = {}
             history.append(record)
             global_epoch += 1
     model.net.eval()

@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, ClassVar
 from benchbench.api import Defense, Evaluator, InputAttack
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
     from torchattacks.attack import Attack
 
@@ -105,3 +107,8 @@ class ReidEvaluator(Evaluator):
 
     def evaluate(self, query: Embeddings, gallery: Embeddings) -> dict[str, float]:
         raise NotImplementedError
+
+    def evaluate_model(self, query: Embeddings, gallery: Embeddings, model_dir: "Path") -> dict[str, float]:
+        """What the task calls, with the trained model's stage folder (its training log):
+        ``evaluate`` by default; an evaluator of the training itself (``cost``) overrides it."""
+        return self.evaluate(query, gallery)

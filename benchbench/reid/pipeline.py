@@ -81,4 +81,4 @@ def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, f
     queries = attack(data.query.floats(), data.query.pids)
     query = Embeddings(extract_features(model, queries), data.query.pids, data.query.camids)
     ctx.notes["model_stage"] = {"key": trained.key, "hit": trained.hit}
-    return {e.name: e.evaluate(query, gallery) for e in cell.evaluators}
+    return {e.name: e.evaluate_model(query, gallery, trained.path) for e in cell.evaluators}

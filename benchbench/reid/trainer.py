@@ -194,7 +194,7 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
                     sums[k] = sums.get(k, 0.0) + v
                 run.step, n = run.step + 1, n + 1
             run.scheduler.step()
-            history.append({"epoch": epoch, "seconds": round(time.perf_counter() - start, 2),
+            history.append({"epoch": epoch, "seconds": round(time.perf_counter() - start, 2), "steps": n,
                             **{k: round(v / max(n, 1), 5) for k, v in sums.items()}})
         defense.on_train_end(run)
     if log_path is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from benchbench.api import Metric
+from benchbench.api import RATE, Metric
 from benchbench.clip.api import ClipEvaluator, EvalInputs
 from benchbench.clip.model import ClipModel
 
@@ -20,8 +20,8 @@ class AttackSuccess(ClipEvaluator):
     name = "asr"
     description = "attack success rate of the cell's attack (targeted or backdoor), and its clean base rate"
     metrics = (Metric("asr", False, "fraction of probe images predicted as their attack target",
-                      role="robustness"),
-               Metric("asr_clean", False, "the same probe on the model trained on clean data (base rate)"))
+                      role="robustness", **RATE),
+               Metric("asr_clean", False, "the same probe on the model trained on clean data (base rate)", **RATE))
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, float]:
         probe = inputs.probe

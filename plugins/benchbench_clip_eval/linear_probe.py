@@ -3,17 +3,20 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from benchbench.api import Metric, Params
+from benchbench.api import RATE, Metric, Params
 from benchbench.clip.api import ClipEvaluator, EvalInputs
-from benchbench.clip.evaluation import PROBE_CS, linear_probe
+from benchbench.clip.evaluation import PROBE_CS, chance, linear_probe
 from benchbench.errors import DataError
 
 
 class LinearProbe(ClipEvaluator):
     name = "linear-probe"
+    version = "2"  # 2: reports chance
     description = "logistic regression on frozen image features, C chosen on a validation split"
     metrics = (Metric("top1", True, "test accuracy of the probe trained on the evaluation set's train split",
-                      role="utility"),)
+                      role="utility", references=("chance",), **RATE),
+               Metric("chance", True, "top-1 of always naming the test split's most frequent class (the floor)",
+                      **RATE))
 
     class Params(Params):
         cs: list[float] = Field(list(PROBE_CS), min_length=1, description="inverse L2 strengths to sweep")
@@ -28,4 +31,4 @@ class LinearProbe(ClipEvaluator):
         acc, _c = linear_probe(inputs.features(train).numpy(), train.labels.numpy(),
                                inputs.features(test).numpy(), test.labels.numpy(),
                                cs=self.params.cs, val_fraction=self.params.val_fraction, seed=inputs.seed)
-        return {"top1": acc}
+        return {"top1": acc, "chance": chance(test.labels)}

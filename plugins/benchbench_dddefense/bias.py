@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from benchbench.api import Metric, Params
+from benchbench.api import RATE, Metric, Params
 from benchbench.reid.api import Embeddings, ReidEvaluator
 
 
@@ -25,9 +25,11 @@ class ReidBias(ReidEvaluator):
     version = "1"
     description = "Per-identity accuracy spread: variance of per-identity AP and Rank-1, worst-decile AP"
     metrics = (
-        Metric("ap_per_id_var", False, "variance over test identities of the mean AP of their queries"),
-        Metric("rank1_per_id_var", False, "variance over test identities of their queries' Rank-1 rate"),
-        Metric("ap_worst10", True, "mean per-identity AP of the worst 10% of identities"),
+        Metric("ap_per_id_var", False, "variance over test identities of the mean AP of their queries",
+               low=0.0, high=0.25),  # the variance of values in [0, 1]
+        Metric("rank1_per_id_var", False, "variance over test identities of their queries' Rank-1 rate",
+               low=0.0, high=0.25),
+        Metric("ap_worst10", True, "mean per-identity AP of the worst 10% of identities", **RATE),
     )
 
     class Params(Params):

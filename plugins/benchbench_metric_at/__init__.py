@@ -75,9 +75,14 @@ class MetricAT(ReidDefense):
         "paper": {"eps": 5 * GOAT_STD, "alpha": GOAT_STD, "steps": 7, "eps_warmup": 0.0, "loss": "ce"},
     }
 
+    TRAINING_ATTACK = "fna"
+
+    def trained_against(self) -> tuple[str, ...]:
+        return (self.TRAINING_ATTACK,)  # its fna columns are not a generalisation test
+
     def on_train_start(self, run) -> None:
         p = self.params
-        self.attack = run.build_attack("fna", {"eps": p.eps, "alpha": p.alpha, "steps": p.steps,
+        self.attack = run.build_attack(self.TRAINING_ATTACK, {"eps": p.eps, "alpha": p.alpha, "steps": p.steps,
                                                   "pull": "feature", "random_start": True})
 
     def on_epoch_start(self, run) -> None:

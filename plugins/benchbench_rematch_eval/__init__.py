@@ -6,17 +6,21 @@ each image row was trained with in every matching epoch (``rematch.safetensors``
 against the attack's ground-truth ``is_poison`` flags, judging a pairing by the
 evaluation classes the captions name (``benchbench.clip.rematch.rematch_metrics``).
 Defenses that do not re-match (and re-matching defenses in runs too short to reach a
-matching epoch) report nothing.
+matching epoch) report nothing. ``random_floor`` is what pairing each clean image with a
+random training caption would score: the false re-match rate of a matcher that learned
+nothing.
 """
 from __future__ import annotations
+
+from collections import Counter
 
 import torch
 
 import benchbench
-from benchbench.api import Metric
+from benchbench.api import RATE, Metric
 from benchbench.clip.api import ClipEvaluator, EvalInputs
 from benchbench.clip.data import CAPTION, POISON
-from benchbench.clip.rematch import load_matches, rematch_metrics
+from benchbench.clip.rematch import load_matches, mentioned_classes, rematch_metrics
 
 _RULES = (("", "the defense's rule"), ("_global", "the global nearest-neighbour rule on the same embeddings "
                                                    "(OTCCLIP logs it next to its OT choice)"))
@@ -25,19 +29,40 @@ _RULES = (("", "the defense's rule"), ("_global", "the global nearest-neighbour 
 class Rematch(ClipEvaluator):
     name = "rematch"
     description = "re-matching diagnostics: poisoned pairs broken up, clean pairs wrongly re-paired"
-    metrics = tuple(m for suffix, rule in _RULES for m in (
-        Metric(f"recall{suffix}", True, f"poisoned pairs whose caption changed meaning under {rule}"),
-        Metric(f"precision{suffix}", True, f"poisoned pairs among pairs whose caption changed meaning under {rule}"),
+    version = "2"  # 2: reports random_floor
+    metrics = (*(m for suffix, rule in _RULES for m in (
+        Metric(f"recall{suffix}", True, f"poisoned pairs whose caption changed meaning under {rule}", **RATE),
+        Metric(f"precision{suffix}", True, f"poisoned pairs among pairs whose caption changed meaning under {rule}",
+               **RATE),
         Metric(f"false_rematch_rate{suffix}", False, f"clean pairs re-paired with a caption naming other classes "
-                                                     f"under {rule}"),
-    ))
+                                                     f"under {rule}", references=("random_floor",), **RATE),
+    )), Metric("random_floor", False, "the false re-match rate of pairing each clean image with a uniformly random "
+                                      "training caption: what a matcher that learned nothing scores", **RATE))
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, float]:
         matches = None if inputs.model_dir is None else load_matches(inputs.model_dir)
         if matches is None or inputs.train is None:
             return {}
         poison = torch.tensor(inputs.train[POISON], dtype=torch.bool)
-        return rematch_metrics(matches, poison, inputs.train[CAPTION], inputs.test.classes)
+        captions = inputs.train[CAPTION]
+        out = rematch_metrics(matches, poison, captions, inputs.test.classes)
+        floor = random_floor(matches, poison, captions, inputs.test.classes)
+        return out if floor is None else {**out, "random_floor": floor}
+
+
+def random_floor(matches: dict[str, torch.Tensor], is_poison: torch.Tensor, captions: list[str],
+                 classes: list[str]) -> float | None:
+    """Expected false re-match rate if every clean image of the last matching epoch got a
+    uniformly random training caption: 1 - P(that caption names the same classes as its
+    own), averaged over the clean images whose caption names a class (the population
+    ``rematch_metrics`` scores). ``None`` when there is no such image."""
+    meaning = [mentioned_classes(c, classes) for c in captions]
+    share = Counter(meaning)
+    last = matches["epoch"] == matches["epoch"].max()
+    rows = [i for i in matches["image_row"][last].tolist() if meaning[i] and not bool(is_poison[i])]
+    if not rows:
+        return None
+    return sum(1 - share[meaning[i]] / len(captions) for i in rows) / len(rows)
 
 
 @benchbench.hookimpl

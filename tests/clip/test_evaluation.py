@@ -88,7 +88,7 @@ def test_no_probe_no_asr():
 def test_zero_shot_reports_top5_only_with_more_than_five_classes():
     test = _test_set([0, 1, 2, 2])
     test.images[3, 0, 0, 0] = 0  # one mistake
-    assert ZeroShot().evaluate(_inputs(PixelModel(), test, None)) == {"top1": 0.75}
+    assert ZeroShot().evaluate(_inputs(PixelModel(), test, None)) == {"top1": 0.75, "chance": 0.5}
 
 
 def test_zero_shot_classifier_averages_normalised_prompts():

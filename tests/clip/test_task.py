@@ -27,7 +27,7 @@ def test_smoke_cells_run_through_the_runner(registry, tmp_path):
     clean = run_cell(_spec("none"), env, registry)
     assert clean["status"] == "ok", clean["traceback"]
     assert clean["metrics"]["asr"] == {}  # no attack, no ASR
-    assert set(clean["metrics"]["zero-shot"]) == {"top1", "top5"}
+    assert set(clean["metrics"]["zero-shot"]) == {"top1", "top5", "chance"}
     attacked = run_cell(_spec("badnets"), env, registry)
     assert attacked["status"] == "ok", attacked["traceback"]
     asr = attacked["metrics"]["asr"]
