@@ -85,6 +85,11 @@ def test_safeclip_and_cleanclip_train_in_their_phases(runs):
     assert safe_sets["epoch"].tolist() == [2] and safe_sets["safe"].shape == (1, 256)
 
 
+def _state(epoch: int, epochs: int = 10) -> SimpleNamespace:
+    """What the pool loop reads of a TrainState: the epoch within a one-phase plan."""
+    return SimpleNamespace(global_epoch=epoch, epoch=epoch, phase=SimpleNamespace(epochs=epochs))
+
+
 def test_pool_loop_trains_images_with_their_pooled_neighbours():
     """In a matching epoch the CLIP loss pairs each image with the pooled caption nearest
     to it (the pool before this batch), and the record names that caption's row."""
@@ -96,12 +101,12 @@ def test_pool_loop_trains_images_with_their_pooled_neighbours():
     text = F.normalize(torch.randn(2, 4), dim=1)
     features = Features(image, text, torch.tensor(5.0))
     batch = SimpleNamespace(index=torch.tensor([0, 1]), caption_index=torch.tensor([0, 1]))
-    terms = defense.loss(batch, features, SimpleNamespace(global_epoch=0))
+    terms = defense.loss(batch, features, _state(0))
     assert torch.allclose(terms["clip"], contrastive_loss(image, e[[2, 0]], torch.tensor(5.0)))
     assert defense.matches.tensors()["caption_row"].tolist() == [12, 10]
     assert len(defense.pool) == 6  # then the batch's captions joined the pool
     # outside matching epochs: own captions, nothing recorded
     defense.params = RoCLIP.Params(pool_size=8, match_every=2, first_match_epoch=2)
-    terms = defense.loss(batch, features, SimpleNamespace(global_epoch=0))
+    terms = defense.loss(batch, features, _state(0))
     assert torch.allclose(terms["clip"], contrastive_loss(image, text, torch.tensor(5.0)))
     assert len(defense.matches) == 2
