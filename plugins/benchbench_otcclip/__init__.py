@@ -72,9 +72,10 @@ def ot_infonce(x: Tensor, y: Tensor, logit_scale: Tensor, reg: float, *, x_mask:
 
 
 #: Caption-template words that name nothing in the image: the boilerplate of alt text and
-#: of the synthetic world's caption templates ("a photo of", "there is ... on a ...
-#: background", "two shapes: ... and ...").
-TEMPLATE_WORDS = ("photo", "image", "picture", "showing", "background", "shapes", "two", "next")
+#: of the synthetic world's caption templates ("a close-up photo of", "there is ... on a
+#: ... background", "two shapes: ... and ..."); the stop words cover the rest.
+TEMPLATE_WORDS = ("photo", "image", "picture", "drawing", "illustration", "snapshot", "close", "showing",
+                  "background", "backdrop", "shapes", "two", "next", "beside")
 
 
 def word_token_ids(model: ClipModel, words: Iterable[str]) -> Tensor:
