@@ -121,7 +121,8 @@ def ot_rerank(image_tokens: Tensor, shortlist_sims: Tensor, shortlist: Tensor, p
 
     ``s = cos(global image, global caption) - lam * d_OT`` where ``d_OT`` is the entropic
     OT distance (cost ``1 - cos``) between the image's (B, P, D) patch tokens and the
-    caption's word tokens (padding masked out), uniform marginals. ``shortlist`` (B, k)
+    caption's word tokens, with uniform marginals over the tokens the pool's masks keep
+    (padding is always masked; OTCCLIP's ``text_marginals`` may mask more). ``shortlist`` (B, k)
     indexes the pool, ``shortlist_sims`` are their global cosines. Returns the (B, k)
     scores and the (B,) pool index of each image's best candidate.
     """

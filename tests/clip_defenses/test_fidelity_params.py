@@ -12,10 +12,11 @@ import torch.nn.functional as F
 
 from benchbench.clip.augment import STOP_WORDS
 from benchbench.clip.model import ClipModel, Features, ModelSpec, contrastive_loss
-from benchbench.clip.rematch import FeatureQueue, MatchLog
+from benchbench.clip.rematch import FeatureQueue, MatchLog, load_matches
 from benchbench.clip.synthetic import PAIR_TEMPLATES, SINGLE_TEMPLATES
 from benchbench.errors import ConfigError
 from benchbench.ot import cosine_cost, sinkhorn
+from benchbench.runner import Environment, run_cell
 from benchbench_otcclip import OTCCLIP, TEMPLATE_WORDS, content_mask, word_token_ids
 from benchbench_roclip import RoCLIP
 
@@ -134,3 +135,32 @@ def test_intra_views_may_be_augmented_alone_or_the_loss_switched_off():
     view = default.intra_view()
     assert (view.image_augmentation, view.eda) == ("simclr", 0.1)
     assert OTCCLIP({"image_augmentation": "none", "eda": 0.0, "beta": 0.0}).params.beta == 0
+
+
+# -- end to end (smoke: one epoch, which is both the first matching and the last) -------
+def _run(tmp_path, registry, defense: dict) -> tuple[dict, dict | None]:
+    spec = {"track": "clip", "task": {"name": "clip-poisoning", "params": {}},
+            "attack": {"name": "badnets", "params": {}}, "defense": defense,
+            "evaluators": [{"name": "rematch", "params": {}}], "seed": 0, "preset": "smoke"}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_cell(spec, Environment(cache_root=str(tmp_path), progress=False), registry)
+    finally:
+        torch.set_num_threads(threads)
+    assert result["status"] == "ok", result["traceback"]
+    stages = [m.parent for m in (tmp_path / "clip-model").glob("*/stage.json")]
+    return result, load_matches(stages[0])
+
+
+def test_otcclip_suspect_rematching_with_content_marginals_runs(tmp_path, registry):
+    params = {"rematch": "suspect", "suspect_fraction": 0.25, "text_marginals": "content"}
+    result, matches = _run(tmp_path, registry, {"name": "otcclip", "params": params})
+    assert {"recall", "recall_global"} <= set(result["metrics"]["rematch"])
+    changed = matches["caption_row"] != matches["image_row"]
+    assert 0 < changed.float().mean() <= 0.25  # a quarter of each batch at most (smoke batches: 64)
+
+
+def test_a_plain_last_epoch_leaves_no_matches(tmp_path, registry):
+    result, matches = _run(tmp_path, registry, {"name": "roclip", "params": {"match_last_epoch": False}})
+    assert matches is None and result["metrics"]["rematch"] == {}
