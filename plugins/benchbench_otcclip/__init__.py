@@ -158,6 +158,8 @@ class OTCCLIP(PoolRematchingDefense):
         return self.with_marginals(batch.tokens, state.model.encode(batch.images, batch.tokens, with_tokens=True))
 
     def with_marginals(self, tokens: Tensor, features: Features) -> Features:
+        """``features`` with the word mask ``text_marginals`` asks for (the OT solver gives
+        masked tokens no mass and the rest uniform mass)."""
         if self.params.text_marginals == "uniform":
             return features
         return dataclasses.replace(features, text_mask=content_mask(tokens, features.text_mask, self.masked_ids))
