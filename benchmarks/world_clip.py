@@ -6,9 +6,10 @@ chosen without seeing any defense's ASR or utility.
 
 - C1  class-token pooling: cosine between an image's global embedding and the mean of
       its projected patch tokens (1.000 when the tower average-pools those very tokens).
-- C2  no caption form splits clean-pair similarity into modes: mean pair cosine by
-      caption template and by each caption property, as the largest gap between groups
-      in units of the pooled standard deviation (Cohen's d).
+- C2  no caption form splits clean-pair similarity into modes: a 2-component Gaussian
+      mixture (SafeCLIP's split) fitted to the clean-pair cosines, and for each caption
+      property the largest gap between its groups in the share of pairs the mixture puts
+      in its upper component; also the largest gap of group means in pooled-sd units.
 - C3  zero-shot prompts drawn from the training captions: how many class prompts occur
       verbatim among the training captions.
 - C4  many phrasings: templates, word orders and distinct captions per shape.
@@ -102,15 +103,22 @@ def caption_properties(caption: str, template: int) -> dict[str, str]:
 
 
 def largest_gap(values: list[float], groups: list[str], min_size: int = 30) -> tuple[float, str]:
-    """Largest difference of group means in pooled-std units, and the two groups."""
+    """Largest difference of group means (groups of at least ``min_size``), and the two groups."""
     by: dict[str, list[float]] = defaultdict(list)
     for v, g in zip(values, groups):
         by[g].append(v)
-    by = {g: v for g, v in by.items() if len(v) >= min_size}
-    sd = statistics.pstdev(values)
-    means = {g: statistics.fmean(v) for g, v in by.items()}
+    means = {g: statistics.fmean(v) for g, v in by.items() if len(v) >= min_size}
     hi, lo = max(means, key=means.get), min(means, key=means.get)
-    return (means[hi] - means[lo]) / sd, f"{hi} vs {lo}"
+    return means[hi] - means[lo], f"{hi} vs {lo}"
+
+
+def upper_component_share(sims: list[float]) -> list[float]:
+    """Each pair's posterior of the upper component of a 2-component GMM, as SafeCLIP fits."""
+    from sklearn.mixture import GaussianMixture
+
+    x = torch.tensor(sims, dtype=torch.float64).view(-1, 1).numpy()
+    gmm = GaussianMixture(2, random_state=0).fit(x)
+    return gmm.predict_proba(x)[:, int(gmm.means_.argmax())].tolist()
 
 
 def data_figures(train: datasets.Dataset, templates: list[str]) -> None:
@@ -134,11 +142,16 @@ def model_figures(task, stage, train: datasets.Dataset) -> dict[str, float]:
     image, text = model.encode_images(pairs.images), model.encode_texts(pairs.tokens)
     sims = (image * text).sum(-1).tolist()
     props = [caption_properties(c, t) for c, t in zip(train[CAPTION], train[TEMPLATE])]
-    gaps = {name: largest_gap(sims, [p[name] for p in props]) for name in props[0]}
-    worst = max(gaps, key=lambda k: gaps[k][0])
-    for name, (gap, which) in gaps.items():
-        print(f"      C2 clean-pair cosine gap by {name:18s} {gap:5.2f} sd ({which})")
-    return {"c2_worst_gap": gaps[worst][0]}
+    upper, sd = upper_component_share(sims), statistics.pstdev(sims)
+    worst = 0.0
+    for name in props[0]:
+        groups = [p[name] for p in props]
+        share_gap, which = largest_gap(upper, groups)
+        mean_gap, _ = largest_gap(sims, groups)
+        worst = max(worst, share_gap)
+        print(f"      C2 by {name:18s} upper-GMM-component share gap {share_gap:.3f} ({which}); "
+              f"mean cosine gap {mean_gap / sd:.2f} sd")
+    return {"c2_worst_gap": worst}
 
 
 def main() -> None:
@@ -146,6 +159,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, nargs="+", default=[10, 15])
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed-list", type=int, nargs="+", help="these seeds instead of 0..seeds-1")
+    ap.add_argument("--set", nargs="*", default=[], metavar="PARAM=VALUE",
+                    help="other clip-poisoning task params (JSON values), e.g. batch_size=64")
     ap.add_argument("--cache", default="runs/cache-world")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -154,8 +170,10 @@ def main() -> None:
     printed_data = False
     for epochs in args.epochs:
         finals, c1, c2, first = [], [], [], []
-        for seed in range(args.seeds):
-            spec = CellSpec("clip", ComponentRef("clip-poisoning", {"epochs": epochs}), ComponentRef("none"),
+        params = {"epochs": epochs, **{k: json.loads(v) for k, v in (a.split("=", 1) for a in args.set)}}
+        seeds = args.seed_list or list(range(args.seeds))
+        for seed in seeds:
+            spec = CellSpec("clip", ComponentRef("clip-poisoning", params), ComponentRef("none"),
                             ComponentRef(RetrievalProbe.name), (ComponentRef("zero-shot"),), seed, "default")
             cell = spec.resolve(registry)
             ctx = RunContext(cache=cache, seed=seed, progress=False)
@@ -175,9 +193,9 @@ def main() -> None:
             print(f"epochs {epochs} seed {seed}: retrieval by epoch "
                   + " ".join(f"{p['retrieval']:.3f}" for p in curve))
             c2.append(model_figures(cell.task, stage, train)["c2_worst_gap"])
-        print(f"== {epochs} epochs, {args.seeds} seeds (plain models only)")
+        print(f"== task params {params}, seeds {seeds} (plain models only)")
         print(f"C1  cosine(global embedding, mean patch token): {_ms(c1)}")
-        print(f"C2  largest clean-pair cosine gap between caption groups: {_ms(c2)} sd")
+        print(f"C2  largest gap between caption groups in the GMM's upper-component share: {_ms(c2)}")
         print(f"C5  nearest caption names the right shapes: {_ms(finals)} (per seed "
               + " / ".join(f"{v:.3f}" for v in finals) + f"); target >= {RETRIEVAL_TARGET}: "
               + ("met" if statistics.fmean(finals) >= RETRIEVAL_TARGET else "NOT met"))

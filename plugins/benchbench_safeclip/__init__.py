@@ -53,7 +53,7 @@ from torch import Tensor
 import benchbench
 from benchbench.api import Metric
 from benchbench.clip.api import ClipDefense, ClipEvaluator, EvalInputs
-from benchbench.clip.data import POISON
+from benchbench.clip.data import POISON, TEMPLATE
 from benchbench.clip.augment import NO_AUGMENTATION, AugmentParams, augment_batch
 from benchbench.clip.inmodal import nn_inmodal_loss, one_way_infonce
 from benchbench.clip.model import ClipModel, Features
@@ -63,9 +63,6 @@ from benchbench.clip.trainer import Batch, PairSet, Phase, TrainConfig, TrainSta
 INMODAL, CLIP_WARMUP, FILTERED = "inmodal-warmup", "clip-warmup", "filtered"
 SAFE_SETS_FILE = "safe_sets.safetensors"
 COMPOSITION_FILE = "safe_composition.json"
-#: Optional column of the pairs: the id of the caption template that wrote each caption
-#: (the synthetic world writes it; -1 or None: not a template's, e.g. an attack's caption).
-TEMPLATE = "template"
 
 
 def clean_probability(similarities: np.ndarray) -> np.ndarray:
