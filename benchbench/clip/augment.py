@@ -68,7 +68,8 @@ def augment_images(images: torch.Tensor, transform: v2.Transform, group: int = 1
 
 # -- EDA ------------------------------------------------------------------------------
 _NOT_LETTERS = re.compile(r"[^a-z ]+")
-_STOP_WORDS = frozenset(
+#: English function words (EDA's list, NLTK's): EDA never replaces them; OTCCLIP's content marginals mask them.
+STOP_WORDS = frozenset(
     "i me my myself we our ours ourselves you your yours yourself yourselves he him his himself she her "
     "hers herself it its itself they them their theirs themselves what which who whom this that these those "
     "am is are was were be been being have has had having do does did doing a an the and but if or because "
@@ -114,7 +115,7 @@ def eda(caption: str, rng: random.Random, alpha_sr: float = 0.1, alpha_ri: float
 
 def _synonym_replacement(words: list[str], n: int, synonyms: Mapping[str, Sequence[str]],
                          rng: random.Random) -> list[str]:
-    candidates = sorted({w for w in words if w not in _STOP_WORDS and synonyms.get(w)})
+    candidates = sorted({w for w in words if w not in STOP_WORDS and synonyms.get(w)})
     rng.shuffle(candidates)
     for word in candidates[:n]:
         choice = rng.choice(list(synonyms[word]))

@@ -34,6 +34,10 @@ from PIL import Image
 from benchbench.errors import DataError
 
 IMAGE, CAPTION, LABEL, POISON = "image", "caption", "label", "is_poison"
+#: Optional column of pairs: which caption template wrote the caption (the synthetic
+#: world records it; -1 for captions an attack wrote). Kept when the data has it, so
+#: diagnostics can break a defense's behaviour down by caption form.
+TEMPLATE = "template"
 TEMPLATES_FILE = "templates.json"
 DEFAULT_TEMPLATES = ("a photo of a {}.",)
 
@@ -132,7 +136,8 @@ def load_pairs(path: str | Path, size: int, image_column: str = IMAGE, caption_c
     split = "train" if "train" in dd else next(iter(dd))
     ds = dd[split]
     _require(ds, caption_column, "caption_column", path)
-    return standardise(ds, path, image_column, size, {caption_column: CAPTION})
+    keep = {caption_column: CAPTION, **({TEMPLATE: TEMPLATE} if TEMPLATE in ds.column_names else {})}
+    return standardise(ds, path, image_column, size, keep)
 
 
 def load_labelled(path: str | Path, size: int, image_column: str = IMAGE, label_column: str = LABEL,
@@ -203,18 +208,25 @@ def _png(image: Image.Image) -> dict:
 
 def edit_pairs(ds: datasets.Dataset, replace: dict[int, tuple[Image.Image, str]],
                add: list[tuple[Image.Image, str]]) -> datasets.Dataset:
-    """Pairs with rows ``replace``d and rows ``add``ed, flagged in ``is_poison``.
+    """Pairs with rows ``replace``d and rows ``add``ed, flagged in ``is_poison`` (and, when
+    the pairs have a ``template`` column, with template -1: an attack wrote the caption).
 
     Works on the encoded images, so untouched rows are copied, not decoded again.
     """
     images = list(ds.cast_column(IMAGE, datasets.Image(decode=False))[IMAGE])
     captions = list(ds[CAPTION])
     flags = [False] * len(ds)
+    templates = list(ds[TEMPLATE]) if TEMPLATE in ds.column_names else None
     for row, (image, caption) in replace.items():
         images[row], captions[row], flags[row] = _png(image), caption, True
     images += [_png(image) for image, _ in add]
     captions += [caption for _, caption in add]
     flags += [True] * len(add)
-    features = datasets.Features({IMAGE: datasets.Image(), CAPTION: datasets.Value("string"),
-                                  POISON: datasets.Value("bool")})
-    return datasets.Dataset.from_dict({IMAGE: images, CAPTION: captions, POISON: flags}, features=features)
+    columns = {IMAGE: images, CAPTION: captions, POISON: flags}
+    features = {IMAGE: datasets.Image(), CAPTION: datasets.Value("string"), POISON: datasets.Value("bool")}
+    if templates is not None:
+        for row in replace:
+            templates[row] = -1
+        columns[TEMPLATE] = templates + [-1] * len(add)
+        features[TEMPLATE] = datasets.Value("int64")
+    return datasets.Dataset.from_dict(columns, features=datasets.Features(features))

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -119,7 +121,8 @@ def ot_rerank(image_tokens: Tensor, shortlist_sims: Tensor, shortlist: Tensor, p
 
     ``s = cos(global image, global caption) - lam * d_OT`` where ``d_OT`` is the entropic
     OT distance (cost ``1 - cos``) between the image's (B, P, D) patch tokens and the
-    caption's word tokens (padding masked out), uniform marginals. ``shortlist`` (B, k)
+    caption's word tokens, with uniform marginals over the tokens the pool's masks keep
+    (padding is always masked; OTCCLIP's ``text_marginals`` may mask more). ``shortlist`` (B, k)
     indexes the pool, ``shortlist_sims`` are their global cosines. Returns the (B, k)
     scores and the (B,) pool index of each image's best candidate.
     """
@@ -190,14 +193,38 @@ class PoolParams(AugmentParams):
                                                      "the data: the pool should hold many captions per concept)")
     match_every: int = Field(2, ge=1, description="K: re-match in epochs whose 1-based number is a multiple of K")
     first_match_epoch: int = Field(2, ge=1, description="no re-matching before this (1-based) epoch (warm-up)")
+    match_last_epoch: bool = Field(True, description="may the last epoch be a matching epoch (RoCLIP: yes, its 24 "
+                                                     "epochs with K = 2 end on one); False makes it plain CLIP")
+    rematch: Literal["all", "suspect"] = Field(
+        "all", description="which images a matching epoch re-matches: 'all' (RoCLIP's rule) or 'suspect' (our "
+                           "reading: the suspect_fraction of each batch with the lowest own-pair cosine; the rest "
+                           "keep their own captions)")
+    suspect_fraction: float = Field(0.1, gt=0, le=1, description="with rematch='suspect': the share of each batch "
+                                                                  "re-matched (our reading)")
+
+
+@dataclass(frozen=True)
+class Rematched:
+    """What a matching step did to one batch: ``rows`` (batch positions re-matched) got
+    the captions in pool slots ``slots``; every other image kept its own caption."""
+
+    rows: Tensor
+    slots: Tensor
 
 
 class PoolRematchingDefense(ClipDefense):
     """RoCLIP's training loop, shared by OTCCLIP: every batch is augmented (images and
-    EDA captions); in a matching epoch each image is paired with the caption ``match``
-    picks from the pool as it was before the batch, and the CLIP loss uses that pooled
-    (detached) caption embedding, as RoCLIP's ``get_loss`` does; then the batch's
+    EDA captions); in a matching epoch each re-matched image is paired with the caption
+    ``match`` picks from the pool as it was before the batch, and the CLIP loss uses that
+    pooled (detached) caption embedding, as RoCLIP's ``get_loss`` does; then the batch's
     captions enter the pool.
+
+    RoCLIP's ``get_loss`` (``model/src/train.py``) also computes the image-to-own-caption
+    logits in a matching epoch but adds them with weight 0, so its text tower only learns
+    in plain epochs; here the own captions of re-matched images are left out of the loss
+    too (the same gradients). With ``rematch='suspect'`` only the lowest-similarity share
+    of each batch is re-matched, and the others' own (live) caption embeddings stay in
+    the loss.
 
     Departure from RoCLIP's code: the pool is filled in every epoch, not only in matching
     epochs, so the first batch of a matching epoch meets recent real captions rather than
@@ -213,35 +240,57 @@ class PoolRematchingDefense(ClipDefense):
         return super().train(model, config, data, clean=clean, poison=poison)
 
     def matching(self, state: TrainState) -> bool:
-        epoch = state.global_epoch + 1
-        return epoch >= self.params.first_match_epoch and epoch % self.params.match_every == 0
+        """Is this a matching epoch: 1-based epoch >= ``first_match_epoch`` and a multiple
+        of ``match_every`` (RoCLIP's ``epoch % break_epoch == 0``), and not the phase's
+        last epoch when ``match_last_epoch`` is off."""
+        p, epoch = self.params, state.global_epoch + 1
+        if not p.match_last_epoch and state.epoch == state.phase.epochs - 1:
+            return False
+        return epoch >= p.first_match_epoch and epoch % p.match_every == 0
 
     def augment(self, batch: Batch, state: TrainState) -> Batch:
         return augment_batch(batch, state, self.params)
 
+    def suspects(self, features: Features) -> Tensor:
+        """Batch positions to re-match: all (RoCLIP), or the ``suspect_fraction`` (at least
+        one) with the lowest cosine between the image and its own caption."""
+        n = len(features.image)
+        if self.params.rematch == "all":
+            return torch.arange(n)
+        own = (features.image * features.text).sum(dim=1).detach()
+        k = max(1, round(self.params.suspect_fraction * n))
+        return own.topk(k, largest=False).indices.sort().values
+
     def loss(self, batch: Batch, features: Features, state: TrainState) -> dict[str, Tensor]:
-        text, matched = features.text, None
+        text, rematched = features.text, None
         if self.matching(state) and len(self.pool):
+            rows = self.suspects(features)
             with state.timed("match"):
-                matched, global_choice = self.match(features)
-            text = self.pool.features[matched]
-            self.matches.add(state.global_epoch, batch.index, self.pool.rows[matched],
-                             None if global_choice is None else self.pool.rows[global_choice])
+                slots, global_slots = self.match(features, rows)
+            rematched = Rematched(rows, slots)
+            text = features.text.index_put((rows,), self.pool.features[slots])
+            self.matches.add(state.global_epoch, batch.index, self._caption_rows(batch, rows, slots),
+                             None if global_slots is None else self._caption_rows(batch, rows, global_slots))
         terms = {"clip": contrastive_loss(features.image, text, features.logit_scale)}
-        terms.update(self.extra_loss(batch, features, state, matched))
+        terms.update(self.extra_loss(batch, features, state, rematched))
         self.pool.push(features.text, batch.caption_index, features.text_tokens, features.text_mask)
         return terms
 
-    def match(self, features: Features) -> tuple[Tensor, Tensor | None]:
-        """Pool slot chosen for each image, and (for logging) the global nearest
-        neighbour's slot when the rule is not the global one. RoCLIP: argmax cosine."""
-        _, index = nearest(features.image.detach(), self.pool.features, k=1)
+    def _caption_rows(self, batch: Batch, rows: Tensor, slots: Tensor) -> Tensor:
+        """The caption row each image of the batch was trained with."""
+        return batch.caption_index.index_put((rows,), self.pool.rows[slots].to(batch.caption_index.dtype))
+
+    def match(self, features: Features, rows: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Pool slot chosen for each image at batch positions ``rows`` and (for logging)
+        the global nearest neighbour's slot when the rule is not the global one. RoCLIP:
+        argmax cosine."""
+        _, index = nearest(features.image[rows].detach(), self.pool.features, k=1)
         return index[:, 0], None
 
     def extra_loss(self, batch: Batch, features: Features, state: TrainState,
-                   matched: Tensor | None) -> dict[str, Tensor]:
-        """More loss terms; ``matched`` holds the pool slots the images were paired with
-        in a matching epoch (None: own captions)."""
+                   rematched: Rematched | None) -> dict[str, Tensor]:
+        """More loss terms; ``rematched`` says which images were paired with which pool
+        slots in a matching epoch (None: all own captions)."""
         return {}
 
     def save_artifacts(self, directory: Path) -> None:

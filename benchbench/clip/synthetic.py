@@ -3,15 +3,18 @@
 The CLIP track needs image-caption pairs that train in seconds on a CPU and that no
 download provides, so this module draws them. Every image shows one or two objects;
 each object has a shape, a colour, a size, a texture and a position, on a background
-with its own pattern. Captions name the objects from varied templates and mention each
-attribute only sometimes, as alt text does. Two-object images are captioned with the
-binding of attributes to objects ("a red circle to the left of a blue square"), so a
+with its own pattern. Captions always name each object's shape and colour and mention its
+size and texture only sometimes, as alt text does, with many phrasings of each concept
+(24 templates, three word orders, synonyms for every attribute): the properties
+``docs/worlds.md`` asks of the CLIP world (C2-C4). Two-object images are captioned with
+the binding of attributes to objects ("a red circle to the left of a blue square"), so a
 model that only pools global features confuses compositions that token-level matching
 (patch tokens vs word tokens) can separate.
 
 The labelled evaluation set shows one object per image; its class is the shape, a word
-every training caption of that shape contains, so zero-shot classification with "a photo
-of a {shape}." is meaningful. Everything is written to disk in the formats the loaders
+every training caption of that shape contains. The zero-shot prompts are captions the
+generator writes ("a photo of a red {}", for every colour), so classification prompts
+come from the training-caption distribution. Everything is written to disk in the formats the loaders
 in ``benchbench.clip.data`` read for user data (an ``imagefolder`` with
 ``metadata.jsonl`` for the pairs; an ``imagefolder`` with ``train/`` and ``test/`` class
 subfolders plus ``templates.json`` for the evaluation set), so the synthetic path runs
@@ -39,18 +42,56 @@ SIZES = {"small": (0.45, 0.55), "large": (0.62, 0.75)}  # object extent as a fra
 PAIR_SCALE = 0.6  # two objects share the image
 TEXTURE_P = (0.8, 0.1, 0.1)
 CANVAS = 128  # draw on at least this many pixels and downsample: smooth edges at 32 px
-ZERO_SHOT_TEMPLATES = ("a photo of a {}.", "a {}.", "an image of a {}.", "a picture showing a {}.",
-                       "there is a {}.")
+#: The caption generator's version: part of the data stage key through the task version.
+CAPTION_VERSION = "2"
 
+#: Words a caption may use for each concept, the first being the canonical one. Shapes are
+#: the evaluation classes, so their names are never varied (class names must stay the
+#: words zero-shot prompts and the re-matching diagnostics look for).
+COLOUR_WORDS = {
+    "red": ("red", "scarlet"), "green": ("green", "emerald"), "blue": ("blue", "azure"),
+    "yellow": ("yellow", "golden"), "purple": ("purple", "violet"), "orange": ("orange", "amber"),
+    "cyan": ("cyan", "turquoise"), "white": ("white", "snowy"),
+}
+SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
+TEXTURE_WORDS = {"striped": ("striped", "stripy"), "dotted": ("dotted", "spotted")}
+WHERE_WORDS = {
+    "center": ("in the center", "in the middle"), "left": ("on the left", "at the left"),
+    "right": ("on the right", "at the right"), "top": ("at the top", "near the top"),
+    "bottom": ("at the bottom", "near the bottom"),
+}
+BACKGROUND_WORDS = {"gray": ("plain gray", "gray", "grey"), "dark": ("dark", "black"),
+                    "striped": ("striped",), "checkered": ("checkered", "checked")}
+SYNONYM_P = 0.3  # how often a concept is named by a word other than its canonical one
+
+#: Object phrase word orders: attributes before the shape in two orders, or the colour
+#: after it ("a small circle in red").
+PHRASE_ORDERS = ("{size}{texture}{colour} {shape}", "{colour} {size}{texture}{shape}",
+                 "{size}{texture}{shape} in {colour}")
+
+#: Caption templates; a caption's index into ``TEMPLATES`` is kept in the ``template``
+#: column, so a defense's behaviour can be broken down by caption form.
 SINGLE_TEMPLATES = (
-    "{a_obj}", "a photo of {a_obj}", "an image of {a_obj}", "{a_obj} {where}", "there is {a_obj} {where}",
-    "{a_obj} on a {bg} background", "a picture showing {a_obj} on a {bg} background",
-    "a photo of {a_obj} {where}", "{a_obj}, {where}",
+    "{a_obj}", "a photo of {a_obj}", "an image of {a_obj}", "a picture of {a_obj}", "there is {a_obj}",
+    "a close-up photo of {a_obj}", "{a_obj} {where}", "there is {a_obj} {where}", "a photo of {a_obj} {where}",
+    "{a_obj}, {where}", "a drawing of {a_obj} {where}", "{a_obj} on a {bg} background",
+    "a picture showing {a_obj} on a {bg} background", "{a_obj} against a {bg} backdrop",
+    "an illustration of {a_obj} on a {bg} background", "a snapshot of {a_obj} {where} on a {bg} background",
 )
 PAIR_TEMPLATES = (
     "{a_obj1} and {a_obj2}", "{a_obj1} {rel} {a_obj2}", "a photo of {a_obj1} {rel} {a_obj2}",
     "two shapes: {a_obj1} and {a_obj2}", "{a_obj1} {rel} {a_obj2} on a {bg} background",
-    "an image of {a_obj1} next to {a_obj2}",
+    "an image of {a_obj1} next to {a_obj2}", "a picture of {a_obj1} beside {a_obj2}",
+    "a drawing of {a_obj1} and {a_obj2} on a {bg} background",
+)
+TEMPLATES = SINGLE_TEMPLATES + PAIR_TEMPLATES
+#: Zero-shot prompts are captions the generator itself writes: the six single-object
+#: templates that name no place or background, with every colour in canonical words, so
+#: classification prompts come from the training-caption distribution (as CLIP's prompt
+#: ensembles resemble alt text). ``{}`` is the class (shape).
+ZERO_SHOT_TEMPLATES = tuple(
+    template.format(a_obj=_phrase) for template in SINGLE_TEMPLATES[:6]
+    for _phrase in (("an " if colour[0] in "aeiou" else "a ") + colour + " {}" for colour in COLOUR_WORDS)
 )
 
 
@@ -82,12 +123,13 @@ def _article(phrase: str) -> str:
 
 
 def _where(x: float, y: float) -> str:
+    """The key of ``WHERE_WORDS`` for an object centred at ``(x, y)``."""
     dx, dy = x - 0.5, y - 0.5
     if max(abs(dx), abs(dy)) < 0.12:
-        return "in the center"
+        return "center"
     if abs(dx) >= abs(dy):
-        return "on the left" if dx < 0 else "on the right"
-    return "at the top" if dy < 0 else "at the bottom"
+        return "left" if dx < 0 else "right"
+    return "top" if dy < 0 else "bottom"
 
 
 class World:
@@ -151,31 +193,40 @@ class World:
         return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
 
     # -- captions ----------------------------------------------------------------------
-    def phrase(self, t: Thing) -> str:
-        """Name the shape always, other attributes with the frequencies of casual alt text."""
-        r = self.rng
-        words = []
-        if r.random() < 0.3:
-            words.append(t.size)
-        if t.texture != "solid" and r.random() < 0.4:
-            words.append(t.texture)
-        if r.random() < 0.5:
-            words.append(t.colour)
-        return _article(" ".join([*words, t.shape]))
+    def word(self, synonyms: tuple[str, ...]) -> str:
+        """The canonical word, or (with ``SYNONYM_P``) one of its synonyms."""
+        if len(synonyms) == 1 or self.rng.random() >= SYNONYM_P:
+            return synonyms[0]
+        return synonyms[int(self.rng.integers(1, len(synonyms)))]
 
-    def caption(self, things: list[Thing], background: str) -> str:
-        bg = "plain gray" if background == "gray" else background
+    def phrase(self, t: Thing) -> str:
+        """Name the shape and its colour always (so no caption form is colour-free and no
+        similarity mode splits captions by "colour named or not"), size and texture with
+        the frequencies of casual alt text, in one of ``PHRASE_ORDERS``."""
+        r = self.rng
+        size = self.word(SIZE_WORDS[t.size]) + " " if r.random() < 0.3 else ""
+        texture = self.word(TEXTURE_WORDS[t.texture]) + " " if t.texture != "solid" and r.random() < 0.4 else ""
+        order = PHRASE_ORDERS[int(r.integers(len(PHRASE_ORDERS)))]
+        return _article(order.format(size=size, texture=texture, colour=self.word(COLOUR_WORDS[t.colour]),
+                                     shape=t.shape))
+
+    def caption(self, things: list[Thing], background: str) -> tuple[str, int]:
+        """A caption of the scene and the index of its template in ``TEMPLATES``."""
+        bg = self.word(BACKGROUND_WORDS[background])
         if len(things) == 1:
-            template = str(self.rng.choice(SINGLE_TEMPLATES))
-            return template.format(a_obj=self.phrase(things[0]), where=_where(*things[0].centre), bg=bg)
+            index = int(self.rng.integers(len(SINGLE_TEMPLATES)))
+            text = SINGLE_TEMPLATES[index].format(a_obj=self.phrase(things[0]), bg=bg,
+                                                  where=self.word(WHERE_WORDS[_where(*things[0].centre)]))
+            return text, index
         first, second = things
         horizontal = abs(first.centre[0] - second.centre[0]) > abs(first.centre[1] - second.centre[1])
         rel = "to the left of" if horizontal else "above"
         if self.rng.random() < 0.5:  # name them in either order; the relation follows
             first, second = second, first
             rel = "to the right of" if horizontal else "below"
-        template = str(self.rng.choice(PAIR_TEMPLATES))
-        return template.format(a_obj1=self.phrase(first), a_obj2=self.phrase(second), rel=rel, bg=bg)
+        index = int(self.rng.integers(len(PAIR_TEMPLATES)))
+        text = PAIR_TEMPLATES[index].format(a_obj1=self.phrase(first), a_obj2=self.phrase(second), rel=rel, bg=bg)
+        return text, len(SINGLE_TEMPLATES) + index
 
 
 @functools.lru_cache(maxsize=32)
@@ -239,7 +290,8 @@ def write_world(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> t
             things, background = world.scene(n_objects)
             name = f"{i:06d}.png"
             world.draw(things, background).save(pairs / name)
-            meta.write(json.dumps({"file_name": name, "caption": world.caption(things, background)}) + "\n")
+            caption, template = world.caption(things, background)
+            meta.write(json.dumps({"file_name": name, "caption": caption, "template": template}) + "\n")
     evaluation = out / "eval"
     for split, n in (("train", spec.n_eval_train), ("test", spec.n_eval_test)):
         for i in range(n):

@@ -45,7 +45,7 @@ TRAIN_LOG = "train_log.json"
 class ClipPoisoningTask(Task):
     name = "clip-poisoning"
     track = "clip"
-    version = "1"
+    version = "2"  # 2: world 2 (class-token ViT, caption generator 2, 15 epochs; docs/worlds.md)
     description = "CLIP pre-training on poisoned image-caption pairs; zero-shot, linear-probe and ASR evaluation"
 
     class Params(Params):
@@ -73,7 +73,9 @@ class ClipPoisoningTask(Task):
         pretrained: str | None = Field(None, description="local checkpoint file to start from (never downloaded)")
         image_size: int | None = Field(None, description="input size override; None: the model config's")
         context_length: int | None = Field(None, description="tokenizer context override; None: the config's")
-        epochs: int = Field(10, ge=1, description="training epochs (a defense's phases may add their own)")
+        epochs: int = Field(15, ge=1, description="training epochs (a defense's phases may add their own); 15: "
+                                                  "the smallest measured budget at which a plain model meets "
+                                                  "the world's retrieval principle C5 (docs/worlds.md)")
         batch_size: int = Field(128, ge=2, description="pairs per contrastive batch")
         lr: float = Field(5e-3, gt=0, description="peak AdamW learning rate")
         weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains and biases)")

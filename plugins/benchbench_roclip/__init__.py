@@ -8,6 +8,13 @@ loss is CLIP's InfoNCE between each image and its nearest pooled caption (argmax
 cosine, pool before the batch, the pooled embedding detached: the text tower only
 learns in the other epochs), then the batch's captions join the pool; other epochs are
 plain CLIP. Images get the SimCLR augmentations and captions EDA (``cross_aug``).
+
+Defaults from that code: every image is re-matched in a matching epoch
+(``rematch='all'``; ``'suspect'`` is our variant, see ``PoolParams``); the last epoch may
+be a matching one (``match_last_epoch=True``: ``main.py`` runs epochs 1..24 with
+``break_epoch=2``, so epoch 24 matches); ``get_loss`` computes the image-to-own-caption
+logits in a matching epoch but adds them with weight ``0``, so the own captions give no
+gradient there (here they are left out of the loss: the same gradients).
 The loop lives in the kit (``benchbench.clip.rematch.PoolRematchingDefense``) because
 OTCCLIP builds on it; this module is RoCLIP's defaults.
 """

@@ -25,21 +25,35 @@ reference's warm-up lr follows a cosine from the lr down to ``filter_lr`` (5e-6 
 100) over the warm-up epochs; here the CLIP warm-up epoch runs at ``warmup_lr_factor``
 x lr. The main phase gets the epochs the protocol budget leaves after the warm-ups (at
 least one).
+
+Diagnostics (not part of the method): ``safe_sets.safetensors`` next to the model holds
+every filtered epoch's safe set, and ``safe_composition.json`` what each was made of by
+the ground-truth poison flag (the trainer hands the flags to defenses for logs only; the
+split never sees them). The ``safe-set`` evaluator summarises the final safe set for the
+board: the share of clean and of poisoned pairs kept as safe and, when the pairs have a
+``template`` column (which caption template wrote each caption), the largest gap in safe
+share between caption templates: a filter on pair similarity can favour some caption
+styles over others, whatever the poisoning.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import ClassVar
 
+import json
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from pydantic import Field
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from sklearn.mixture import GaussianMixture
 from torch import Tensor
 
 import benchbench
-from benchbench.clip.api import ClipDefense
+from benchbench.api import Metric
+from benchbench.clip.api import ClipDefense, ClipEvaluator, EvalInputs
+from benchbench.clip.data import POISON, TEMPLATE
 from benchbench.clip.augment import NO_AUGMENTATION, AugmentParams, augment_batch
 from benchbench.clip.inmodal import nn_inmodal_loss, one_way_infonce
 from benchbench.clip.model import ClipModel, Features
@@ -48,6 +62,7 @@ from benchbench.clip.trainer import Batch, PairSet, Phase, TrainConfig, TrainSta
 
 INMODAL, CLIP_WARMUP, FILTERED = "inmodal-warmup", "clip-warmup", "filtered"
 SAFE_SETS_FILE = "safe_sets.safetensors"
+COMPOSITION_FILE = "safe_composition.json"
 
 
 def clean_probability(similarities: np.ndarray) -> np.ndarray:
@@ -76,6 +91,40 @@ def split_safe(similarities: np.ndarray, probabilities: np.ndarray, ratio: float
     else:
         n_safe = int(ratio * len(order))
     return np.sort(order[:n_safe]), np.sort(order[n_safe:])
+
+
+def safe_set_composition(safe: Tensor, is_poison: Tensor, template: Sequence[int | None] | None = None,
+                         min_group: int = 1) -> dict[str, float]:
+    """What a safe set (bool per training row) is made of.
+
+    ``safe_fraction``: safe rows / rows; ``safe_share_clean`` and (when there are
+    poisoned rows) ``safe_share_poison``: the share of the clean / poisoned rows kept as
+    safe. With ``template`` ids, ``safe_share_group_gap``: the largest minus the smallest
+    safe share among the clean rows of each caption template with at least ``min_group``
+    clean rows (rows without a template id, None or < 0, are left out; at least two
+    templates are needed).
+    """
+    safe, poison = safe.bool(), is_poison.bool()
+    if len(safe) != len(poison):
+        raise ValueError(f"a safe set of {len(safe)} rows cannot describe {len(poison)} training pairs")
+    out = {"safe_fraction": safe.float().mean().item()}
+    if (~poison).any():
+        out["safe_share_clean"] = safe[~poison].float().mean().item()
+    if poison.any():
+        out["safe_share_poison"] = safe[poison].float().mean().item()
+    if template is not None:
+        ids = torch.tensor([-1 if t is None else int(t) for t in template])
+        shares = [safe[rows].float().mean().item() for t in ids.unique().tolist() if t >= 0
+                  for rows in [(ids == t) & ~poison] if rows.sum() >= min_group]
+        if len(shares) >= 2:
+            out["safe_share_group_gap"] = max(shares) - min(shares)
+    return out
+
+
+def load_safe_sets(directory: Path) -> dict[str, Tensor] | None:
+    """SafeCLIP's saved safe sets (``epoch`` (E,), ``safe`` (E, N) bool), or None."""
+    path = Path(directory) / SAFE_SETS_FILE
+    return load_file(str(path)) if path.is_file() else None
 
 
 def cross_clip_loss(first: Features, second: Features) -> Tensor:
@@ -119,6 +168,7 @@ class SafeCLIP(ClipDefense):
         self.safe: Tensor | None = None
         self.safe_sets: dict[int, Tensor] = {}  # epoch -> safe rows, saved for inspection
         self.first_ratio = 0.0
+        self.poison = torch.zeros(len(data), dtype=torch.bool) if poison is None else poison  # diagnostics only
         return super().train(model, config, data, clean=clean, poison=poison)
 
     def phases(self, config: TrainConfig) -> list[Phase]:
@@ -165,15 +215,54 @@ class SafeCLIP(ClipDefense):
 
     def save_artifacts(self, directory: Path) -> None:
         """``safe_sets.safetensors``: the filtered epochs and, per epoch, which training
-        rows were safe (compare with the data's ``is_poison`` to see what the GMM kept)."""
-        if self.safe_sets:
-            save_file({"epoch": torch.tensor(list(self.safe_sets)),
-                       "safe": torch.stack(list(self.safe_sets.values()))}, str(directory / SAFE_SETS_FILE))
+        rows were safe; ``safe_composition.json``: each epoch's ``safe_set_composition``
+        by poison flag (the ``safe-set`` evaluator adds the by-template part)."""
+        if not self.safe_sets:
+            return
+        save_file({"epoch": torch.tensor(list(self.safe_sets)),
+                   "safe": torch.stack(list(self.safe_sets.values()))}, str(directory / SAFE_SETS_FILE))
+        epochs = [{"epoch": epoch, **safe_set_composition(safe, self.poison)}
+                  for epoch, safe in self.safe_sets.items()]
+        (directory / COMPOSITION_FILE).write_text(json.dumps({"epochs": epochs}, indent=1))
 
     def _unimodal(self, first: Features, second: Features) -> Tensor:
         return nn_inmodal_loss(first.image, second.image, first.text, second.text, first.logit_scale, *self.banks)
 
 
+class SafeSet(ClipEvaluator):
+    """The final safe set of a SafeCLIP model (``safe_set_composition`` of its last
+    filtered epoch). Other defenses, and runs too short to filter, report nothing."""
+
+    name = "safe-set"
+    description = ("SafeCLIP diagnostics: clean and poisoned pairs kept as safe, and the safe share's gap "
+                   "between caption templates")
+    metrics = (
+        Metric("safe_fraction", True, "training pairs in the final safe set"),
+        Metric("safe_share_clean", True, "clean pairs kept in the final safe set"),
+        Metric("safe_share_poison", False, "poisoned pairs kept in the final safe set"),
+        Metric("safe_share_group_gap", False, "largest gap in the clean pairs' safe share between caption templates "
+                                              "(needs a template column)"),
+    )
+
+    class Params(ClipEvaluator.Params):
+        min_group: int = Field(10, ge=1, description="caption templates with fewer clean pairs are left out of the "
+                                                     "gap (their share is noise)")
+
+    def evaluate(self, inputs: EvalInputs) -> dict[str, float]:
+        sets = None if inputs.model_dir is None else load_safe_sets(inputs.model_dir)
+        if sets is None or inputs.train is None:
+            return {}
+        train = inputs.train
+        template = train[TEMPLATE] if TEMPLATE in train.column_names else None
+        return safe_set_composition(sets["safe"][int(sets["epoch"].argmax())],
+                                    torch.tensor(train[POISON], dtype=torch.bool), template, self.params.min_group)
+
+
 @benchbench.hookimpl
 def benchbench_defenses() -> list[type]:
     return [SafeCLIP]
+
+
+@benchbench.hookimpl
+def benchbench_evaluators() -> list[type]:
+    return [SafeSet]

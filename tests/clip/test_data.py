@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from benchbench.clip import data
+from benchbench.clip import data, synthetic
 from benchbench.errors import DataError
 
 
@@ -86,7 +86,7 @@ def test_labelled_eval_set_from_class_folders(world, tmp_path):
     test = data.Labelled.from_dataset(dd["test"])
     assert test.classes == tuple(sorted(test.classes)) and len(test.classes) == 8
     assert test.images.shape == (16, 3, 32, 32) and test.labels.max() < 8
-    assert data.load_templates(evaluation)[0] == "a photo of a {}."
+    assert data.load_templates(evaluation) == synthetic.ZERO_SHOT_TEMPLATES
 
 
 def test_eval_set_without_test_split_is_rejected(world, tmp_path):
@@ -113,3 +113,14 @@ def test_edit_pairs_replaces_appends_and_flags(world, tmp_path):
     assert edited[2]["caption"] == "replaced" and edited[-1]["caption"] == "added"
     assert torch.equal(data.to_uint8(edited.select([0])), data.to_uint8(pairs.select([0])))
     assert data.to_uint8(edited.select([2]))[0, 0].unique().tolist() == [255]
+    assert list(edited["template"]) == [-1 if i in (2, len(pairs)) else t
+                                     for i, t in enumerate(list(pairs["template"]) + [None])]
+
+
+def test_template_column_is_kept_when_the_data_has_it(world, tmp_path):
+    """The synthetic world's caption-template index survives loading (SafeCLIP's safe-set
+    breakdown reads it); user data without the column loads without it."""
+    pairs = data.load_pairs(world[0], 32, cache_dir=tmp_path / "cache")
+    rows = [json.loads(line) for line in (world[0] / "train" / "metadata.jsonl").read_text().splitlines()]
+    assert list(pairs["template"]) == [r["template"] for r in rows]
+    assert all(0 <= t < len(synthetic.TEMPLATES) for t in pairs["template"])

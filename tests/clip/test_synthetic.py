@@ -33,26 +33,57 @@ def test_captions_name_the_shapes_they_show():
     world = World(SyntheticSpec(seed=7))
     for n_objects in (1, 2, 1, 2, 2, 1):
         things, background = world.scene(n_objects)
-        caption = world.caption(things, background)
+        caption, _ = world.caption(things, background)
         named = [s for s in SHAPES if re.search(rf"\b{s}\b", caption)]
         assert sorted(named) == sorted({t.shape for t in things}), caption
 
 
+def _colour_of(shape: str, caption: str) -> str | None:
+    """The colour word bound to ``shape`` in ``caption`` ("red small circle", "a circle in red")."""
+    words = {w: c for c, names in synthetic.COLOUR_WORDS.items() for w in names}
+    colour = "|".join(words)
+    attribute = "|".join(w for table in (synthetic.SIZE_WORDS, synthetic.TEXTURE_WORDS)
+                         for names in table.values() for w in names)
+    match = (re.search(rf"\b{shape} in ({colour})\b", caption)
+             or re.search(rf"\b({colour}) (?:(?:{attribute}) ){{0,2}}{shape}\b", caption))
+    return words[match.group(1)] if match else None
+
+
 def test_two_object_captions_bind_colours_to_their_shapes():
-    """Attribute binding: a colour, when named, sits right before its own shape."""
+    """Attribute binding: each object's colour is named inside its own phrase."""
     world = World(SyntheticSpec(seed=11))
-    checked = 0
     for _ in range(200):
         things, background = world.scene(2)
         if things[0].shape == things[1].shape:
             continue
-        caption = world.caption(things, background)
+        caption, _ = world.caption(things, background)
         for t in things:
-            match = re.search(rf"(\w+) (?:striped |dotted )?{t.shape}\b", caption)
-            if match and match.group(1) in synthetic.COLOURS:
-                assert match.group(1) == t.colour, caption
-                checked += 1
-    assert checked > 50
+            assert _colour_of(t.shape, caption) == t.colour, caption
+
+
+def test_every_caption_names_a_colour_and_records_its_template(world):
+    """No caption form is colour-free (docs/worlds.md, C2), and the template column says
+    which of ``TEMPLATES`` wrote each caption."""
+    pairs, _ = world
+    rows = [json.loads(line) for line in (pairs / "train" / "metadata.jsonl").read_text().splitlines()]
+    for row in rows:
+        caption = row["caption"]
+        for shape in [s for s in SHAPES if re.search(rf"\b{s}\b", caption)]:
+            assert _colour_of(shape, caption) is not None, caption
+        skeleton = synthetic.TEMPLATES[row["template"]]
+        assert all(part in caption for part in re.split(r"\{\w+\}", skeleton) if part.strip()), (caption, skeleton)
+
+
+def test_zero_shot_prompts_are_captions_the_generator_writes():
+    """C3: every prompt, filled with a class, is a caption some scene can get."""
+    world = World(SyntheticSpec(seed=3))
+    written = set()
+    for _ in range(20000):
+        things, background = world.scene(1)
+        written.add(world.caption(things, background)[0])
+    prompts = {t.format(s) for t in synthetic.ZERO_SHOT_TEMPLATES for s in SHAPES}
+    assert len(synthetic.ZERO_SHOT_TEMPLATES) == 6 * len(synthetic.COLOUR_WORDS)
+    assert len(prompts & written) > len(prompts) // 2
 
 
 def test_images_have_the_requested_size():

@@ -15,7 +15,7 @@ from benchbench.clip.model import Features, contrastive_loss
 from benchbench.clip.rematch import MATCHES_FILE, FeatureQueue, MatchLog
 from benchbench.runner import Environment, run_cell
 from benchbench_roclip import RoCLIP
-from benchbench_safeclip import SAFE_SETS_FILE
+from benchbench_safeclip import COMPOSITION_FILE, SAFE_SETS_FILE
 
 DEFENSES = ("roclip", "otcclip", "safeclip", "cleanclip")
 
@@ -24,7 +24,7 @@ def _spec(defense: str, attack: str = "badnets") -> dict:
     return {"track": "clip", "task": {"name": "clip-poisoning", "params": {}},
             "attack": {"name": attack, "params": {}}, "defense": {"name": defense, "params": {}},
             "evaluators": [{"name": "zero-shot", "params": {}}, {"name": "asr", "params": {}},
-                           {"name": "rematch", "params": {}}],
+                           {"name": "rematch", "params": {}}, {"name": "safe-set", "params": {}}],
             "seed": 0, "preset": "smoke"}
 
 
@@ -83,6 +83,21 @@ def test_safeclip_and_cleanclip_train_in_their_phases(runs):
     assert set(safe_log[0]["loss"]) == {"unimodal"} and "clip" in safe_log[-1]["loss"]
     safe_sets = load_file(str(_stage(root, "safeclip") / SAFE_SETS_FILE))
     assert safe_sets["epoch"].tolist() == [2] and safe_sets["safe"].shape == (1, 256)
+    composition = json.loads((_stage(root, "safeclip") / COMPOSITION_FILE).read_text())["epochs"]
+    assert [e["epoch"] for e in composition] == [2]
+    assert composition[0]["safe_fraction"] == pytest.approx(safe_sets["safe"][0].float().mean().item())
+
+
+def test_only_safeclip_reports_its_safe_set(runs):
+    _, results = runs
+    metrics = results["safeclip"]["metrics"]["safe-set"]
+    assert {"safe_fraction", "safe_share_clean", "safe_share_poison"} <= set(metrics)
+    assert all(results[d]["metrics"].get("safe-set", {}) == {} for d in DEFENSES if d != "safeclip")
+
+
+def _state(epoch: int, epochs: int = 10) -> SimpleNamespace:
+    """What the pool loop reads of a TrainState: the epoch within a one-phase plan."""
+    return SimpleNamespace(global_epoch=epoch, epoch=epoch, phase=SimpleNamespace(epochs=epochs))
 
 
 def test_pool_loop_trains_images_with_their_pooled_neighbours():
@@ -96,12 +111,12 @@ def test_pool_loop_trains_images_with_their_pooled_neighbours():
     text = F.normalize(torch.randn(2, 4), dim=1)
     features = Features(image, text, torch.tensor(5.0))
     batch = SimpleNamespace(index=torch.tensor([0, 1]), caption_index=torch.tensor([0, 1]))
-    terms = defense.loss(batch, features, SimpleNamespace(global_epoch=0))
+    terms = defense.loss(batch, features, _state(0))
     assert torch.allclose(terms["clip"], contrastive_loss(image, e[[2, 0]], torch.tensor(5.0)))
     assert defense.matches.tensors()["caption_row"].tolist() == [12, 10]
     assert len(defense.pool) == 6  # then the batch's captions joined the pool
     # outside matching epochs: own captions, nothing recorded
     defense.params = RoCLIP.Params(pool_size=8, match_every=2, first_match_epoch=2)
-    terms = defense.loss(batch, features, SimpleNamespace(global_epoch=0))
+    terms = defense.loss(batch, features, _state(0))
     assert torch.allclose(terms["clip"], contrastive_loss(image, text, torch.tensor(5.0)))
     assert len(defense.matches) == 2

@@ -2,12 +2,16 @@
 OTCCLIP's OT losses."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import datasets
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from benchbench_otcclip import ot_infonce
-from benchbench_safeclip import clean_probability, safe_ratio, split_safe
+from benchbench_safeclip import SAFE_SETS_FILE, SafeSet, clean_probability, safe_ratio, safe_set_composition, split_safe
 
 
 def test_gmm_separates_low_similarity_pairs():
@@ -63,3 +67,35 @@ def test_ot_infonce_ignores_masked_tokens():
     a = ot_infonce(x, y, scale, reg=0.05, y_mask=mask)
     b = ot_infonce(x, y_noisy, scale, reg=0.05, y_mask=mask)
     assert torch.allclose(a, b)
+
+
+SAFE = torch.tensor([True, True, False, False, True, False, True])
+POISONED = torch.tensor([False, False, False, True, True, False, False])
+TEMPLATES = [0, 0, 1, 1, 1, None, -1]  # None and -1: no template (an attack's caption)
+
+
+def test_safe_set_composition_by_poison_flag_and_template():
+    c = safe_set_composition(SAFE, POISONED, TEMPLATES)
+    assert c["safe_fraction"] == pytest.approx(4 / 7)
+    assert c["safe_share_clean"] == pytest.approx(3 / 5)  # clean rows 0, 1, 2, 5, 6
+    assert c["safe_share_poison"] == pytest.approx(1 / 2)
+    assert c["safe_share_group_gap"] == pytest.approx(1.0)  # template 0 (clean rows 0, 1) all safe, 1 (row 2) none
+
+
+def test_safe_set_composition_skips_what_it_cannot_measure():
+    c = safe_set_composition(SAFE, torch.zeros(7, dtype=torch.bool))
+    assert set(c) == {"safe_fraction", "safe_share_clean"}  # no poison, no template column
+    assert "safe_share_group_gap" not in safe_set_composition(SAFE, POISONED, TEMPLATES, min_group=2)
+    with pytest.raises(ValueError, match="7 rows cannot describe 3"):
+        safe_set_composition(SAFE, POISONED[:3])
+
+
+@pytest.mark.parametrize("with_template", [True, False])
+def test_safe_set_evaluator_reads_the_last_safe_set(tmp_path, with_template):
+    save_file({"epoch": torch.tensor([3, 4]), "safe": torch.stack([~SAFE, SAFE])}, str(tmp_path / SAFE_SETS_FILE))
+    columns = {"is_poison": POISONED.tolist(), **({"template": TEMPLATES} if with_template else {})}
+    inputs = SimpleNamespace(model_dir=tmp_path, train=datasets.Dataset.from_dict(columns))
+    metrics = SafeSet({"min_group": 1}).evaluate(inputs)
+    assert metrics == safe_set_composition(SAFE, POISONED, TEMPLATES if with_template else None)
+    assert ("safe_share_group_gap" in metrics) == with_template
+    assert SafeSet().evaluate(SimpleNamespace(model_dir=tmp_path / "none", train=inputs.train)) == {}
