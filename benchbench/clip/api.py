@@ -137,6 +137,16 @@ class ClipDefense(Defense):
         return None
 
 
+class StandardClip(ClipDefense):
+    """Standard CLIP training, no defense: every hook keeps ``ClipDefense``'s default. It
+    lives in the kit, not only in its plugin, because the task also trains it as the
+    *plain model* that diagnostics compare a defense with (same data, same seed: the same
+    stage as the grid's ``none`` cell)."""
+
+    name = "none"
+    description = "standard CLIP training (no defense)"
+
+
 class ClipEvaluator(Evaluator):
     track: ClassVar[str] = TRACK
 
@@ -145,4 +155,5 @@ class ClipEvaluator(Evaluator):
 
 
 __all__ = ["Batch", "ClipDataAttack", "ClipDefense", "ClipEvaluator", "EvalInputs", "Features", "NoPoison",
-           "PairSet", "Phase", "Poisoned", "Probe", "TrainConfig", "TrainState", "contrastive_loss"]
+           "PairSet", "Phase", "Poisoned", "Probe", "StandardClip", "TrainConfig", "TrainState",
+           "contrastive_loss"]

@@ -84,6 +84,7 @@ class EvalInputs:
     seed: int
     probe_train: Labelled | None = None  # the eval set's train split, for linear probes
     clean_model_fn: Callable[[], ClipModel] | None = None  # same defense, trained without poison
+    plain_model_fn: Callable[[], ClipModel] | None = None  # no defense (``none``), same data and seed
     model_dir: Path | None = None  # the trained model's stage folder (defense artifacts)
     train: "datasets.Dataset | None" = None  # the (poisoned) training pairs, with ``is_poison``
     _cache: dict = field(default_factory=dict, repr=False)

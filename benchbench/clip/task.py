@@ -29,7 +29,7 @@ import benchbench
 from benchbench.api import Params, Task
 from benchbench.cells import ResolvedCell
 from benchbench.clip import data as clip_data
-from benchbench.clip.api import ClipDataAttack, ClipDefense, NoPoison, Poisoned
+from benchbench.clip.api import ClipDataAttack, ClipDefense, NoPoison, Poisoned, StandardClip
 from benchbench.clip.evaluation import EvalInputs
 from benchbench.clip.model import ClipModel, ModelSpec, input_size
 from benchbench.clip.synthetic import SyntheticSpec, write_world
@@ -200,6 +200,8 @@ class ClipPoisoningTask(Task):
             attack=cell.attack, probe=probe, seed=ctx.seed,
             probe_train=clip_data.Labelled.from_dataset(evaluation["train"]) if "train" in evaluation else None,
             clean_model_fn=clean_fn,
+            plain_model_fn=lambda: ClipModel.load(self.trained_model(base, cell.attack, StandardClip(
+                preset=ctx.preset), ctx).path, ctx.device),
             model_dir=model_stage.path, train=poisoned.train,
         )
         return {e.name: e.evaluate(inputs) for e in cell.evaluators}

@@ -13,7 +13,7 @@ from benchbench.clip.model import ClipModel, ModelSpec
 from benchbench.clip.trainer import PairSet, TrainConfig
 from benchbench.cost import training_cost
 from benchbench_clip_baseline import StandardClip
-from benchbench_rematch_eval import random_floor
+from benchbench_rematch_eval import nearest_caption_false_rate, random_floor
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=0, progress=False)
 
@@ -67,3 +67,15 @@ def test_random_floor_is_the_false_rate_of_a_random_caption():
     # names other classes with probability 3/5 for each
     assert random_floor(matches, poison, captions, classes) == pytest.approx(3 / 5)
     assert random_floor(matches, torch.ones(5, dtype=torch.bool), captions, classes) is None
+
+
+def test_plain_false_rate_is_the_nearest_caption_rule():
+    """``false_rematch_rate_plain``: the share of scored rows whose nearest caption (all
+    captions, cosine) names other classes than their own caption."""
+    meaning = [frozenset({"cat"}), frozenset({"cat"}), frozenset({"dog"}), frozenset({"dog"})]
+    texts = torch.eye(4)
+    # row 0 is nearest its own caption; row 1 nearest caption 2 (a dog: wrong); row 2 nearest
+    # caption 3 (another dog: right)
+    images = torch.tensor([[1.0, 0, 0, 0], [0, 0.2, 0.9, 0], [0, 0, 0.1, 0.8], [0, 0, 0, 1.0]])
+    assert nearest_caption_false_rate(images, texts, [0, 1, 2], meaning) == pytest.approx(1 / 3)
+    assert nearest_caption_false_rate(images, texts, [0, 2, 3], meaning) == 0.0

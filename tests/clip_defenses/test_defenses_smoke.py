@@ -2,6 +2,7 @@
 shared pool loop on hand-made features."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -64,7 +65,7 @@ def test_defense_runs_end_to_end(runs, defense):
 def test_rematching_defenses_record_their_matches(runs, defense):
     root, results = runs
     metrics = results[defense]["metrics"]["rematch"]
-    assert {"recall", "precision", "false_rematch_rate"} <= set(metrics)
+    assert {"recall", "precision", "false_rematch_rate", "random_floor", "false_rematch_rate_plain"} <= set(metrics)
     assert ("recall_global" in metrics) == (defense == "otcclip")
     assert (_stage(root, defense) / MATCHES_FILE).is_file()
 
@@ -97,7 +98,8 @@ def test_only_safeclip_reports_its_safe_set(runs):
 
 def _state(epoch: int, epochs: int = 10) -> SimpleNamespace:
     """What the pool loop reads of a TrainState: the epoch within a one-phase plan."""
-    return SimpleNamespace(global_epoch=epoch, epoch=epoch, phase=SimpleNamespace(epochs=epochs))
+    return SimpleNamespace(global_epoch=epoch, epoch=epoch, phase=SimpleNamespace(epochs=epochs),
+                           timed=lambda what: contextlib.nullcontext())
 
 
 def test_pool_loop_trains_images_with_their_pooled_neighbours():

@@ -3,6 +3,8 @@ whether the last epoch may match, RoCLIP's zero-weighted own captions, OTCCLIP's
 marginals and its refusal of identical intra-loss views."""
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 from types import SimpleNamespace
 
@@ -22,7 +24,8 @@ from benchbench_roclip import RoCLIP
 
 
 def _state(epoch: int, epochs: int = 10) -> SimpleNamespace:
-    return SimpleNamespace(global_epoch=epoch, epoch=epoch, phase=SimpleNamespace(epochs=epochs))
+    return SimpleNamespace(global_epoch=epoch, epoch=epoch, phase=SimpleNamespace(epochs=epochs),
+                           timed=lambda what: contextlib.nullcontext())
 
 
 def _roclip_with_pool(**params) -> RoCLIP:
@@ -149,7 +152,9 @@ def _run(tmp_path, registry, defense: dict) -> tuple[dict, dict | None]:
     finally:
         torch.set_num_threads(threads)
     assert result["status"] == "ok", result["traceback"]
-    stages = [m.parent for m in (tmp_path / "clip-model").glob("*/stage.json")]
+    # the defense's own model (the rematch evaluator also trains the plain `none` model)
+    stages = [m.parent for m in (tmp_path / "clip-model").glob("*/stage.json")
+              if json.loads(m.read_text())["parts"]["defense"]["name"] == defense["name"]]
     return result, load_matches(stages[0])
 
 
