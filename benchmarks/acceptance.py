@@ -5,10 +5,11 @@ store (cell wall times), the stage cache (the diffusion stage's build time) and 
 stores of the timed grid runs, and prints one line per target: PASS or FAIL, with the
 measured numbers next to it. Nothing here is typed in: change the data and the verdicts
 change. The timed runs are the default grids from an empty cache with two workers on
-an otherwise idle machine:
+an otherwise idle machine; when the published grids themselves ran that way (one run per
+track from an empty cache), their store is the timing store:
 
     benchbench grid configs/clip-default.yaml --jobs 2 --store runs/timing/clip.sqlite --cache runs/timing/cache
-    benchbench grid configs/reid-baselines.yaml --jobs 2 --store runs/timing/reid-baselines.sqlite --cache runs/timing/cache
+    benchbench grid configs/reid-default.yaml --jobs 2 --store runs/timing/reid.sqlite --cache runs/timing/cache
 
     .venv/bin/python benchmarks/acceptance.py [--boards leaderboards] [--store runs/default/results.sqlite]
 """
@@ -63,14 +64,21 @@ def grid_minutes(store: Path, track: str, defenses: tuple[str, ...] | None = Non
     return sum(s for d, s in rows if defenses is None or d in defenses) / 60
 
 
-def timed_run(store: Path, what: str) -> None:
-    """Wall time of the grid in a timing store, from its run's start to its last cell."""
+def timed_run(store: Path, track: str, what: str) -> None:
+    """Wall time of one track's grid in a timing store, from its run's start to its last
+    cell; only a grid that ran in one go (one run) is timed."""
     if not store.is_file():
         print(f"info  {what}: no timed run in {store} (see this script's docstring)")
         return
     with closing(sqlite3.connect(store)) as db:
-        (start, argv), (end, n) = (db.execute("select min(started_at), argv from runs").fetchone(),
-                                   db.execute("select max(finished_at), count(*) from cells where status = 'ok'").fetchone())
+        runs = db.execute("select distinct r.started_at, r.argv from runs r join cells c on c.run_id = r.run_id"
+                          " where c.track = ?", (track,)).fetchall()
+        end, n = db.execute("select max(finished_at), count(*) from cells where status = 'ok' and track = ?",
+                            (track,)).fetchone()
+    if len(runs) != 1:
+        print(f"info  {what}: {len(runs)} runs in {store}, so no single timed run")
+        return
+    (start, argv), = runs
     args = json.loads(argv or "[]")
     jobs = args[args.index("--jobs") + 1] if "--jobs" in args else "1"
     minutes = (end - start) / 60
@@ -88,6 +96,11 @@ def clip_checks(b: Board, store: Path | None) -> None:
                                                      f"± {b.std('none', attack, asr):.3f} >= {target}")
         check(b.mean("none", attack, clean) <= 0.1,
               f"no defense, {attack} probe on the clean model (asr_clean) {b.mean('none', attack, clean):.3f} <= 0.1")
+    plain = "rematch/false_rematch_rate_plain"
+    if b.has("roclip", "none", plain):
+        retrieval = 1 - b.mean("roclip", "none", plain)
+        check(retrieval >= 0.6, f"plain model's global nearest caption names the right shapes for {retrieval:.3f} "
+                                f"of clean images (>= 0.6; docs/worlds.md C5, beside roclip's clean cells)")
     defenses = sorted({d for d, _, _ in b.table if d != "none"})
     for d in defenses:  # a model at chance has no backdoor to find: its low ASR is no defense
         check(b.mean(d, "none", zs) >= 3 * chance, f"{d} still learns: clean zero-shot top-1 "
@@ -158,6 +171,13 @@ def diffusion_stage(cache: Path) -> None:
         data = json.loads(record.read_text())
         check(data["build_seconds"] <= 600, f"diffusion generator stage built in {data['build_seconds']:.0f} s "
                                             f"(<= 600 s), cached in {record.parent}")
+    for record in sorted(cache.glob("dddefense-gate/*/gate.json")):
+        gate = json.loads(record.read_text())
+        lost = sum(1 for v in gate["per_identity"].values() if v["kept"] == 0)
+        print(f"info  identity gate ({record.parent.name}): {gate['passed_gate']} of {gate['generated']} generated "
+              f"images pass ({gate['gate_acceptance_rate']:.1%}), {gate['kept']} kept after the cap; "
+              f"{lost} of {len(gate['per_identity'])} identities keep none; the reference model ranks "
+              f"{gate.get('real_pass_rate', float('nan')):.1%} of real training images right")
 
 
 def main() -> None:
@@ -172,8 +192,8 @@ def main() -> None:
     sections = [lambda: clip_checks(Board(args.boards / "clip" / "leaderboard.json"), store),
                 lambda: reid_checks(Board(args.boards / "reid" / "leaderboard.json"), store, tuple(args.attack_pool)),
                 lambda: diffusion_stage(args.cache),
-                lambda: timed_run(args.timing / "clip.sqlite", "CLIP default grid"),
-                lambda: timed_run(args.timing / "reid-baselines.sqlite", "ReID none + metric-at grid")]
+                lambda: timed_run(args.timing / "clip.sqlite", "clip", "CLIP default grid"),
+                lambda: timed_run(args.timing / "reid.sqlite", "reid", "ReID default grid")]
     for section in sections:
         try:
             section()

@@ -77,7 +77,8 @@ class ClipPoisoningTask(Task):
                                                   "the smallest measured budget at which a plain model meets "
                                                   "the world's retrieval principle C5 (docs/worlds.md)")
         batch_size: int = Field(128, ge=2, description="pairs per contrastive batch")
-        lr: float = Field(5e-3, gt=0, description="peak AdamW learning rate")
+        lr: float = Field(2.5e-3, gt=0, description="peak AdamW learning rate (2.5e-3: measured on plain models "
+                                                    "for the world's retrieval principle C5, docs/worlds.md)")
         weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains and biases)")
         warmup: float = Field(0.1, ge=0, lt=1, description="fraction of steps of linear lr warm-up")
 
