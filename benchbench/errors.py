@@ -16,3 +16,8 @@ class PluginError(BenchbenchError):
 
 class DataError(BenchbenchError):
     """User data is missing, malformed or corrupt (the message names the file)."""
+
+
+class DivergedError(BenchbenchError):
+    """Training or evaluation produced NaN or infinite numbers: the cell fails rather
+    than publish (or cache) a diverged model's scores."""
