@@ -15,6 +15,7 @@ from typing import Any
 
 from benchbench.cells import CellSpec
 from benchbench.context import RunContext
+from benchbench.numerics import cell_numerics
 from benchbench.registry import Registry, load_registry
 from benchbench.stages import StageCache
 
@@ -40,7 +41,7 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
     "components", "stages"}``. Never raises for errors inside the cell."""
     start = time.perf_counter()
     cell = CellSpec.from_dict(spec)
-    cache = StageCache(env.cache_root)
+    cache = StageCache(env.cache_root, threads=cell.threads)
     result: dict[str, Any] = {"status": "failed", "metrics": {}, "error": None, "traceback": None,
                               "components": {}, "stages": {}}
     try:
@@ -61,7 +62,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         result["model"] = resolved.task.model_name()
         ctx = RunContext(cache=cache, seed=cell.seed, preset=cell.preset, device=env.device,
                          progress=env.progress)
-        metrics = resolved.task.run(resolved, ctx)
+        with cell_numerics(cell.threads, cell.seed):  # the same numbers in any process
+            metrics = resolved.task.run(resolved, ctx)
         result["metrics"] = _check_metrics(resolved, metrics)
         result["status"] = "ok"
     except Exception as exc:  # noqa: BLE001 - recorded, the grid goes on

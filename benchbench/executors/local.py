@@ -1,23 +1,15 @@
-"""Local execution: in-process (default, one cell at a time, every core for torch) or a
-process pool (``--jobs N``) for machines with cores to spare."""
+"""Local execution: in-process (default, one cell at a time) or a process pool
+(``--jobs N``) for machines with cores to spare. Either way a cell runs with the config's
+``threads`` torch threads, so ``--jobs`` never changes a number."""
 from __future__ import annotations
 
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any, Iterator
 
 from benchbench.registry import Registry
 from benchbench.runner import Environment, run_cell
-
-
-def _share_cores(threads: int) -> None:
-    """Worker initializer: torch would give every worker all the cores, and N workers
-    contending for them run slower than one."""
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 class LocalExecutor:
@@ -34,9 +26,8 @@ class LocalExecutor:
         # Per-cell progress bars would interleave, so workers run quietly.
         env = replace(env, progress=False)
         ctx = multiprocessing.get_context("spawn")
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
-        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_share_cores,
-                                 initargs=(threads,)) as pool:
+        # each cell sets its own torch thread count (the config's ``threads``, see run_cell)
+        with ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:
             futures = {pool.submit(run_cell, spec, env): key for key, spec in items}
             for fut in as_completed(futures):
                 yield futures[fut], fut.result()
