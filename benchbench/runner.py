@@ -53,6 +53,7 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
             for role, c in [("task", resolved.task), ("attack", resolved.attack),
                             ("defense", resolved.defense)]
         }
+        result["components"]["task"]["threads"] = cell.threads  # part of the protocol (leaderboard)
         result["components"]["evaluators"] = [
             {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
              "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics}}

@@ -6,6 +6,7 @@ a cell sees are fixed by the cell, not by the executor or what ran before.
 """
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -165,3 +166,12 @@ def test_a_cell_runs_with_its_threads_and_seeded_rngs_whatever_ran_before(regist
         assert run_cell(_spec("reid", {}, "none", ("reid-rank",), threads=2), env, registry)["status"] == "ok"
         assert torch.get_num_threads() == threads_before  # restored for the driver
     assert seen[0] == seen[1] and seen[0][0] == 2
+
+
+def test_cells_of_another_thread_count_are_another_protocol_on_the_board():
+    from benchbench.leaderboard import _protocol
+
+    def protocol(threads: int) -> str:
+        return _protocol(json.dumps({"task": {"name": "t", "version": "1", "params": {}, "threads": threads}}))
+
+    assert protocol(1) != protocol(2)  # never averaged as if they were more seeds
