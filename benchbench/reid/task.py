@@ -23,7 +23,7 @@ from benchbench.reid.api import TRACK
 class ReidAdversarialTask(Task):
     name = "reid-adversarial"
     track = TRACK
-    version = "2"  # 2: files in name order, whatever the filesystem lists (issue #14)
+    version = "1"
     description = "Person ReID under test-time metric attacks on the queries (mAP, CMC)"
 
     class Params(Params):
