@@ -11,6 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from benchbench.numerics import DEFAULT_THREADS
+
 if TYPE_CHECKING:
     from benchbench.api import Component, DataAttack, Defense, Evaluator, InputAttack, Task
     from benchbench.registry import Registry
@@ -39,6 +41,7 @@ class CellSpec:
     evaluators: tuple[ComponentRef, ...]
     seed: int
     preset: str
+    threads: int = DEFAULT_THREADS  # torch threads the cell runs with (benchbench.numerics)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +56,7 @@ class CellSpec:
             evaluators=tuple(ComponentRef(**e) for e in d["evaluators"]),
             seed=int(d["seed"]),
             preset=d["preset"],
+            threads=int(d["threads"]),
         )
 
     @property
@@ -90,10 +94,12 @@ class ResolvedCell:
 
     def key(self) -> str:
         """Identity of the cell's result: every component's name, version and resolved
-        params, plus seed. Same key = same experiment, so the store can skip it."""
+        params, plus seed and torch thread count. Same key = same experiment (same
+        numbers), so the store can skip it."""
         return stable_hash(
             {
                 "components": [c.identity() for c in self.components()],
                 "seed": self.spec.seed,
+                "threads": self.spec.threads,
             }
         )

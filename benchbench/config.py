@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchbench.cells import CellSpec, ComponentRef, stable_hash
 from benchbench.errors import ConfigError
+from benchbench.numerics import DEFAULT_THREADS
 from benchbench.registry import Registry
 
 PRESETS = ("smoke", "default", "paper")
@@ -42,6 +43,9 @@ class GridConfig(BaseModel):
     evaluators: list[RefLike]
     seeds: int | list[int] = 1
     resources: Resources = Resources()
+    # torch threads per cell: part of the protocol (float sums depend on it), so it is in
+    # every cell and stage key; --jobs only chooses how many cells run at once
+    threads: int = Field(DEFAULT_THREADS, ge=1)
 
     @field_validator("attacks", "defenses", "evaluators")
     @classmethod
@@ -154,7 +158,7 @@ def expand(config: GridConfig, registry: Registry, preset: str = "default",
             raise ConfigError(f"--seeds: {exc}") from None
     seed_list = list(range(seeds)) if seeds is not None else config.seed_list()
     cells = [
-        CellSpec(config.track, task, attack, defense, evaluators, seed, preset)
+        CellSpec(config.track, task, attack, defense, evaluators, seed, preset, config.threads)
         for attack, defense, seed in itertools.product(attacks, defenses, seed_list)
     ]
     for cell in cells:  # resolution validates names and params; raises ConfigError

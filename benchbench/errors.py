@@ -39,3 +39,8 @@ def check_finite(evaluator: str, metric: str, value: float) -> float:
     if not math.isfinite(value):
         raise NonFiniteMetric(evaluator, metric, value)
     return value
+
+
+class DivergedError(BenchbenchError):
+    """Training or evaluation produced NaN or infinite numbers: the cell fails rather
+    than publish (or cache) a diverged model's scores."""

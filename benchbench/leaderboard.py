@@ -8,9 +8,10 @@ RobustBench-style entry that can be compared, validated and merged without our c
 Every view (Markdown here, HTML in ``benchbench.site``, plots in ``benchbench.plots``)
 is derived from it, never computed separately.
 
-Comparability: the protocol string is ``task@version#hash(task params)``. The task
-params are the track's whole protocol (data set params such as the data root or the
-synthetic generator's size, model, training budget), so two entries with one protocol
+Comparability: the protocol string is ``task@version#hash(task params, threads)``. The
+task params are the track's whole protocol (data set params such as the data root or the
+synthetic generator's size, model, training budget) and the torch thread count the cells
+computed with (it moves every float; ``benchbench.numerics``), so two entries with one protocol
 and one ``dataset`` name were produced on the same data spec. There is no separate
 data-set fingerprint field: hashing the data params again would repeat the protocol
 hash, and a hash of the data *contents* needs each task to read its files (see
@@ -80,9 +81,10 @@ class Board:
 
 
 def _protocol(components_json: str) -> str:
-    """Task name, version and params hash: entries are comparable only within one protocol."""
+    """Task name, version and hash of its params and thread count (None: a store from before
+    threads were recorded): entries are comparable only within one protocol."""
     task = json.loads(components_json)["task"]
-    return f"{task['name']}@{task['version']}#{stable_hash(task['params'], 8)}"
+    return f"{task['name']}@{task['version']}#{stable_hash([task['params'], task.get('threads')], 8)}"
 
 
 def _evaluator(group: pd.DataFrame) -> dict[str, Any]:

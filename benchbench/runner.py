@@ -17,6 +17,7 @@ from typing import Any
 from benchbench.cells import CellSpec
 from benchbench.context import RunContext
 from benchbench.errors import check_finite
+from benchbench.numerics import cell_numerics
 from benchbench.registry import Registry, load_registry
 from benchbench.stages import CacheError, StageCache
 
@@ -42,7 +43,7 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
     "components", "stages"}``. Never raises for errors inside the cell."""
     start = time.perf_counter()
     cell = CellSpec.from_dict(spec)
-    cache = StageCache(env.cache_root)
+    cache = StageCache(env.cache_root, threads=cell.threads)
     result: dict[str, Any] = {"status": "failed", "metrics": {}, "error": None, "traceback": None,
                               "components": {}, "stages": {}}
     try:
@@ -54,6 +55,7 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
             for role, c in [("task", resolved.task), ("attack", resolved.attack),
                             ("defense", resolved.defense)]
         }
+        result["components"]["task"]["threads"] = cell.threads  # part of the protocol (leaderboard)
         result["components"]["evaluators"] = [
             {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
              "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics},
@@ -65,7 +67,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         result["model"] = resolved.task.model_name()
         ctx = RunContext(cache=cache, seed=cell.seed, preset=cell.preset, device=env.device,
                          progress=env.progress)
-        metrics = resolved.task.run(resolved, ctx)
+        with cell_numerics(cell.threads, cell.seed):  # the same numbers in any process
+            metrics = resolved.task.run(resolved, ctx)
         result["metrics"] = _check_metrics(resolved, metrics)
         result["status"] = "ok"
     except CacheError:

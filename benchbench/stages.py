@@ -3,9 +3,11 @@
 A stage is one step of a cell's pipeline (synthetic data, poisoned data, a trained
 model, a diffusion model...). Its key hashes everything that determines its output:
 the stage name, the identities (name + version + params) of the components involved,
-the keys of the stages it consumes and the seed. Two cells that need the same stage
-(every defense needs the same poisoned data set; every ReID attack needs the same
-trained model) get one directory and the second one only loads it.
+the keys of the stages it consumes, the seed and the cell's torch thread count. Two
+cells that need the same stage (every defense needs the same poisoned data set; every
+ReID attack needs the same trained model) get one directory and the second one only
+loads it. A build runs on forked global RNGs, so building a stage or hitting it leaves
+the cell's random state the same.
 
 A builder writes its artifacts (safetensors, JSON, Arrow via ``datasets.save_to_disk``;
 never pickle) into a temporary directory that is renamed into place when it returns,
@@ -39,6 +41,7 @@ from filelock import FileLock, Timeout
 
 from benchbench.cells import stable_hash
 from benchbench.errors import DataError
+from benchbench.numerics import DEFAULT_THREADS, isolated_rng
 
 META = "stage.json"
 
@@ -59,11 +62,12 @@ class Stage:
 
 
 class StageCache:
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, threads: int = DEFAULT_THREADS):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise DataError(f"stage cache {self.root} is a file, not a directory; pass --cache "
                             f"a directory path (it is created if missing)")
+        self.threads = threads  # the cell's torch thread count: in every key (float sums depend on it)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats: Counter[tuple[str, str]] = Counter()  # (stage name, "hit"|"build")
         self.remove_stale_builds()
@@ -87,7 +91,7 @@ class StageCache:
         return removed
 
     def key(self, name: str, parts: dict[str, Any]) -> str:
-        return stable_hash({"stage": name, **parts})
+        return stable_hash({"stage": name, "threads": self.threads, **parts})
 
     def get_or_build(self, name: str, parts: dict[str, Any], build: Callable[[Path], None]) -> Stage:
         """Return the stage for ``parts``, calling ``build(tmp_dir)`` only if it is missing.
@@ -121,7 +125,8 @@ class StageCache:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
         try:
             start = time.perf_counter()
-            build(tmp)
+            with isolated_rng():  # building, unlike a hit, must not shift the cell's RNGs
+                build(tmp)
             meta = {"stage": name, "key": key, "parts": parts,
                     "build_seconds": round(time.perf_counter() - start, 3), "files": _sync_tree(tmp)}
             _write_synced(tmp / META, json.dumps(meta, indent=1, sort_keys=True, default=str))

@@ -169,27 +169,14 @@ def _cache_dir(root: str | Path | None) -> Iterator[Path]:
         yield Path(tmp)
 
 
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Smoke models are tiny: intra-op threads only fight over the cores (on a loaded
-    machine the repo's tests measured 100x slowdowns with the default thread count)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @dataclass
 class SmokeTrack:
     """One track at the smoke preset on a stage cache shared by the test session.
 
     ``task`` and ``ctx`` (seed 0) are what the track's own ``Task.run`` gets, for tests of
     single hooks (``clip_context.task.base_data(clip_context.ctx)`` is the smoke data
-    stage); ``run`` and ``check`` run whole cells on the shared cache with one torch thread.
+    stage); ``run`` and ``check`` run whole cells on the shared cache (with the cells'
+    default one torch thread: smoke models are tiny, extra threads only fight over cores).
     """
 
     track: str
@@ -206,15 +193,13 @@ class SmokeTrack:
 
     def run(self, **cell: Any) -> dict[str, Any]:
         """``run_smoke_cell`` on this track and cache (same keywords)."""
-        with _one_torch_thread():
-            return run_smoke_cell(self.track, registry=self.registry, cache_root=self.ctx.cache.root, **cell)
+        return run_smoke_cell(self.track, registry=self.registry, cache_root=self.ctx.cache.root, **cell)
 
     def check(self, cls: type[Component], params: dict[str, Any] | None = None, **cell: Any) -> dict[str, Any]:
         """``check_component_runs`` on this track and cache (same keywords)."""
         assert cls.track == self.track, f"{cls.name} is a {cls.track} component, not {self.track}"
-        with _one_torch_thread():
-            return check_component_runs(cls, params, registry=self.registry, cache_root=self.ctx.cache.root,
-                                        **cell)
+        return check_component_runs(cls, params, registry=self.registry, cache_root=self.ctx.cache.root,
+                                    **cell)
 
 
 # -- pytest fixtures (this module is the ``benchbench`` pytest11 plugin) -------------------

@@ -19,7 +19,6 @@ import argparse
 import statistics
 import time
 
-import torch
 from common import mean_std
 
 from benchbench.cells import CellSpec, ComponentRef
@@ -31,10 +30,10 @@ EVALUATORS = ("zero-shot", "linear-probe", "asr")
 ASR_TARGET = {"badnets": 0.8, "blended": 0.8, "targeted-poison": 0.6}
 
 
-def cell(attack: str, seed: int, preset: str) -> dict:
+def cell(attack: str, seed: int, preset: str, threads: int) -> dict:
     return CellSpec(track="clip", task=ComponentRef("clip-poisoning"), attack=ComponentRef(attack),
                     defense=ComponentRef("none"), evaluators=tuple(ComponentRef(e) for e in EVALUATORS),
-                    seed=seed, preset=preset).to_dict()
+                    seed=seed, preset=preset, threads=threads).to_dict()
 
 
 def main() -> None:
@@ -44,7 +43,6 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--cache", default=".benchbench-cache/clip-baseline")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     registry = load_registry()
     env = Environment(cache_root=args.cache, progress=False)
     results: dict[str, dict[str, list[float]]] = {a: {} for a in ATTACKS}
@@ -52,7 +50,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for attack in ATTACKS:
             start = time.perf_counter()
-            result = run_cell(cell(attack, seed, args.preset), env, registry)
+            result = run_cell(cell(attack, seed, args.preset, args.threads), env, registry)
             if result["status"] != "ok":
                 raise SystemExit(f"{attack} seed {seed} failed:\n{result['traceback']}")
             results[attack].setdefault("seconds", []).append(time.perf_counter() - start)

@@ -9,8 +9,6 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
 from benchbench.cells import CellSpec, ComponentRef
 from benchbench.registry import load_registry
 from benchbench.runner import Environment, run_cell
@@ -32,13 +30,14 @@ class CellRunner:
     ``plugins``: extra plugin modules or .py files, as ``benchbench grid --plugin``."""
 
     def __init__(self, args: argparse.Namespace, plugins: Sequence[str] = ()):
-        torch.set_num_threads(args.threads)
+        self.threads = args.threads  # each cell's torch threads (part of its key, set by run_cell)
         self.registry = load_registry(plugins)
         self.env = Environment(cache_root=args.cache, plugins=tuple(plugins), progress=False)
 
     def __call__(self, track: str, task: ComponentRef, attack: ComponentRef, defense: ComponentRef,
                  evaluators: Sequence[str], seed: int, preset: str = "default") -> dict[str, Any]:
-        spec = CellSpec(track, task, attack, defense, tuple(ComponentRef(e) for e in evaluators), seed, preset)
+        spec = CellSpec(track, task, attack, defense, tuple(ComponentRef(e) for e in evaluators), seed, preset,
+                        self.threads)
         result = run_cell(spec.to_dict(), self.env, self.registry)
         if result["status"] != "ok":
             raise SystemExit(f"{spec.label} failed:\n{result['traceback']}")

@@ -25,6 +25,7 @@ from sklearn.model_selection import train_test_split
 from benchbench.clip.data import Labelled
 from benchbench.clip.model import ClipModel
 from benchbench.errors import DataError
+from benchbench.numerics import require_finite
 
 if TYPE_CHECKING:
     import datasets
@@ -72,6 +73,12 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, t
     return float(probe(best, train_x, train_y).score(test_x, test_y)), float(best)
 
 
+def _finite(features: torch.Tensor, what: str) -> torch.Tensor:
+    """``features``, refused if not finite: a NaN model must fail its cell, not score."""
+    require_finite(features, what)
+    return features
+
+
 @dataclass
 class EvalInputs:
     """Everything a CLIP evaluator may need for one cell."""
@@ -96,16 +103,17 @@ class EvalInputs:
 
     def classifier(self, model: ClipModel | None = None) -> torch.Tensor:
         model = model or self.model
-        return self._cached(("classifier", id(model)),
-                            lambda: zero_shot_classifier(model, self.test.classes, self.templates))
+        return self._cached(("classifier", id(model)), lambda: _finite(
+            zero_shot_classifier(model, self.test.classes, self.templates), "zero-shot class embeddings"))
 
     def features(self, split: Labelled, model: ClipModel | None = None) -> torch.Tensor:
         model = model or self.model
-        return self._cached(("features", id(split), id(model)), lambda: model.encode_images(split.images))
+        return self._cached(("features", id(split), id(model)),
+                            lambda: _finite(model.encode_images(split.images), "image features"))
 
     def zero_shot_logits(self, images: torch.Tensor, model: ClipModel | None = None) -> torch.Tensor:
         model = model or self.model
-        return model.encode_images(images) @ self.classifier(model).T
+        return _finite(model.encode_images(images), "image features") @ self.classifier(model).T
 
     def clean_model(self) -> ClipModel | None:
         """The reference model (built or loaded on first use), or None for a clean cell."""

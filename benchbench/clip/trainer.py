@@ -33,7 +33,8 @@ A defense shapes training through five hooks (defaults in ``ClipDefense``):
 The trainer also records, per epoch, how many pairs a re-matching changed and, when it
 is given the ground-truth poison flags (never shown to the defense), the precision and
 recall of those changes against the poisoned pairs: the diagnostics of re-matching
-defenses.
+defenses. A non-finite loss or weight fails training with ``DivergedError``, so a diverged
+model is never cached or scored.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from typing import TYPE_CHECKING, Iterator, Literal
 import torch
 
 from benchbench.clip.model import ClipModel, Features
+from benchbench.numerics import require_finite, require_finite_weights
 from benchbench.progress import progress
 
 if TYPE_CHECKING:
@@ -223,6 +225,7 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                 features = model.encode(batch.images, batch.tokens, with_tokens=defense.needs_tokens)
                 terms = defense.loss(batch, features, state)
                 loss = sum(terms.values())
+                require_finite(loss.detach(), f"CLIP loss ({phase.name} epoch {global_epoch} step {state.step})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -241,6 +244,7 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                 state.timed_seconds = {}
             history.append(record)
             global_epoch += 1
+    require_finite_weights(model.net, f"CLIP model ({defense.name}, seed {config.seed})")
     model.net.eval()
     return history
 

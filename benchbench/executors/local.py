@@ -1,5 +1,6 @@
 """Local execution: in-process (default, one cell at a time, every core for torch) or a
-process pool (``--jobs N``) for machines with cores to spare.
+process pool (``--jobs N``) for machines with cores to spare. Either way a cell runs with
+the config's ``threads`` torch threads, so ``--jobs`` never changes a number.
 
 A pool worker that dies (the OOM killer, a segfault) breaks the whole pool, and Python
 cannot say which of the cells in flight killed it. So each cell leaves a marker file
@@ -10,7 +11,6 @@ the cells that had not started go to a fresh pool. Finished results are never lo
 from __future__ import annotations
 
 import multiprocessing
-import os
 import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,14 +23,6 @@ from benchbench.registry import Registry
 from benchbench.runner import Environment, run_cell
 
 Item = tuple[str, dict[str, Any]]  # (cell key, CellSpec dict)
-
-
-def _share_cores(threads: int) -> None:
-    """Worker initializer: torch would give every worker all the cores, and N workers
-    contending for them run slower than one."""
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 class LocalExecutor:
@@ -60,11 +52,9 @@ class LocalExecutor:
                     ctx) -> Generator[tuple[str, dict[str, Any]], None, tuple[list[Item], list[Item]]]:
         """Run ``items`` in one pool, yielding results until they are done or the pool
         breaks; return ``(started, not started)`` cells that the break lost."""
-        threads = max(1, (os.cpu_count() or 1) // self.jobs)
         lost: list[Item] = []
         with tempfile.TemporaryDirectory(prefix="benchbench-started-") as started, \
-                ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx, initializer=_share_cores,
-                                    initargs=(threads,)) as pool:
+                ProcessPoolExecutor(max_workers=self.jobs, mp_context=ctx) as pool:  # cells set their threads
             futures = {pool.submit(_run_marked, spec, env, str(Path(started) / key)): (key, spec)
                        for key, spec in items}
             try:

@@ -4,7 +4,8 @@ torchreid's dataset classes parse the layouts (file-name pattern, relabelling of
 training ids, junk id -1 dropped for Market-1501, cameras 0-based); ``LayoutDataset``
 borrows their ``process_dir`` so a user can point ``data_root`` at any folder holding
 ``bounding_box_train/``, ``query/`` and ``bounding_box_test/`` (or torchreid's own
-``market1501/Market-1501-v15.09.15`` / ``dukemtmc-reid/DukeMTMC-reID`` nesting).
+``market1501/Market-1501-v15.09.15`` / ``dukemtmc-reid/DukeMTMC-reID`` nesting). Every
+split is sorted by file name, so the numbers do not depend on the filesystem's listing order.
 
 Before torchreid sees the files, every name is checked here, because torchreid asserts
 (or, for an unreadable image, retries forever) where a user needs a one-line
@@ -83,12 +84,21 @@ class LayoutDataset(ImageDataset):
     def __init__(self, root: str | Path, layout: Layout = "market1501", **kwargs):
         base = find_layout_root(root)
         check_names(base, layout)
-        parse = PARSERS[layout]
-        train, query, gallery = (parse(self, str(base / d), relabel=(d == SPLIT_DIRS[0])) for d in SPLIT_DIRS)
+        train, query, gallery = (self._parse(base / d, layout, relabel=(d == SPLIT_DIRS[0])) for d in SPLIT_DIRS)
         if not train or not query or not gallery:
             raise DataError(f"{base}: a split is empty after dropping junk images; "
                             f"each of {', '.join(SPLIT_DIRS)} needs identities")
         super().__init__(train, query, gallery, verbose=False, **kwargs)
+
+    def _parse(self, folder: Path, layout: Layout, relabel: bool) -> list[tuple]:
+        """torchreid's parse of one split, in file-name order, training ids relabelled in
+        ascending order. torchreid keeps its unsorted ``glob`` order (the filesystem's:
+        the same folder on ext4 and tmpfs gave different numbers) and relabels in set order."""
+        items = sorted(PARSERS[layout](self, str(folder), relabel=False))
+        if not relabel:
+            return items
+        labels = {pid: label for label, pid in enumerate(sorted({pid for _, pid, _ in items}))}
+        return [(path, labels[pid], camid) for path, pid, camid in items]
 
 
 def find_layout_root(root: str | Path) -> Path:

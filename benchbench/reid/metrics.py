@@ -15,7 +15,8 @@ with ``searchsorted``, and a per-row histogram gives how many non-matches preced
 match. That is O(G log R) per query instead of a full O(G log G) sort; see
 ``benchmarks/rank_bench.py``. Ties between a match and a non-match at exactly equal
 distance count the non-match first (torchreid's order for ties is whatever its unstable
-sort gives).
+sort gives). Non-finite distances raise ``DivergedError``: sorted as they came, NaN
+distances made a diverged model a perfect ranker.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import warnings
 
 import numpy as np
 import torch
+
+from benchbench.errors import DivergedError
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # torchreid warns that its Cython ranker is missing
@@ -47,6 +50,9 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
         dist = dist.double()
     q_pids, g_pids = _as_tensor(q_pids, torch.int64), _as_tensor(g_pids, torch.int64)
     q_cams, g_cams = _as_tensor(q_camids, torch.int64), _as_tensor(g_camids, torch.int64)
+    if not bool(torch.isfinite(dist).all()):
+        raise DivergedError(f"{int((~torch.isfinite(dist)).sum())} of {dist.numel()} query-gallery distances are "
+                            "not finite (NaN or inf): the model or the attack diverged, so there is no ranking")
     num_q, num_g = dist.shape
     max_rank = min(max_rank, num_g)
     aps, first_hits = [], []

@@ -7,24 +7,24 @@ come from torchreid's ``RandomIdentitySampler`` (P identities x K images); losse
 torchreid's label-smoothed ``CrossEntropyLoss`` and hard-margin ``TripletLoss``.
 
 Deterministic on CPU for a fixed seed: Python, NumPy (the sampler) and torch (model
-init, augmentation) are seeded inside ``seeded`` and their previous states restored.
+init, augmentation) are seeded inside ``benchbench.numerics.isolated_rng`` and their
+previous states restored. A non-finite loss or weight fails the training with
+``DivergedError``, so no NaN model is cached.
 """
 from __future__ import annotations
 
 import functools
 import json
-import random
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-import numpy as np
 import torch
 from torchvision.transforms import v2
 
+from benchbench.numerics import isolated_rng, require_finite, require_finite_weights
 from benchbench.progress import progress
 from benchbench.reid.data import ImageSet
 from benchbench.reid.models import ReidNet, build_model
@@ -144,21 +144,6 @@ class TrainRun:
         return cls(params or {}).build(self.model, seed=self.seed)
 
 
-@contextmanager
-def seeded(seed: int) -> Iterator[None]:
-    """Seed Python, NumPy and torch for the block, then restore their states."""
-    states = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(states[0])
-        np.random.set_state(states[1])
-        torch.set_rng_state(states[2])
-
-
 def _batches(train: ImageSet, config: TrainConfig) -> Iterator[torch.Tensor]:
     """Index batches of P identities x K images from torchreid's sampler."""
     source = [(i, int(p), int(c), 0) for i, (p, c) in enumerate(zip(train.pids, train.camids))]
@@ -174,7 +159,7 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
           layout: str = "market1501", reference: "Callable[[], Stage] | None" = None) -> ReidNet:
     """Train a model with ``defense``'s hooks; return it in eval mode. ``reference``
     returns the plain model's stage (``TrainRun.reference_stage``)."""
-    with seeded(seed):
+    with isolated_rng(seed):
         model = build_model(config.arch, num_classes, config.weights).to(device).train()
         run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout,
                        show_progress, reference)
@@ -190,13 +175,16 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
             for index in _batches(run.train, config):
                 images = torch.stack([augment(img) for img in run.train.images[index]]).float().div_(255)
                 batch = Batch(images.to(device), run.train.pids[index].to(device), run.train.camids[index].to(device))
-                for k, v in defense.train_step(batch, run).items():
+                terms = defense.train_step(batch, run)
+                require_finite(terms, f"ReID loss at epoch {epoch} step {run.step}")
+                for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
                 run.step, n = run.step + 1, n + 1
             run.scheduler.step()
             history.append({"epoch": epoch, "seconds": round(time.perf_counter() - start, 2), "steps": n,
                             **{k: round(v / max(n, 1), 5) for k, v in sums.items()}})
         defense.on_train_end(run)
+    require_finite_weights(model, f"ReID model ({defense.name}, seed {seed})")
     if log_path is not None:
         log_path.write_text(json.dumps({"config": asdict(config), "defense": defense.identity(),
                                         "seed": seed, "epochs": history}, indent=1))
