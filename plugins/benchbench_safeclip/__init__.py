@@ -57,7 +57,7 @@ from benchbench.clip.data import POISON, TEMPLATE
 from benchbench.clip.augment import NO_AUGMENTATION, AugmentParams, augment_batch
 from benchbench.clip.inmodal import nn_inmodal_loss, one_way_infonce
 from benchbench.clip.model import ClipModel, Features
-from benchbench.clip.rematch import FeatureQueue
+from benchbench.clip.rematch import CPU_WARM_UP_EPOCHS, FeatureQueue
 from benchbench.clip.trainer import Batch, PairSet, Phase, TrainConfig, TrainState
 
 INMODAL, CLIP_WARMUP, FILTERED = "inmodal-warmup", "clip-warmup", "filtered"
@@ -140,7 +140,7 @@ def _rows(f: Features, keep: Tensor) -> Features:
 
 class SafeCLIP(ClipDefense):
     name = "safeclip"
-    version = "1"
+    version = "2"  # 2: the CPU warm-up re-chosen on world 2 (CPU_WARM_UP_EPOCHS)
     description = "SafeCLIP: unimodal warm-up, then CLIP only on pairs a GMM on pair similarity deems safe"
 
     class Params(AugmentParams):
@@ -155,9 +155,10 @@ class SafeCLIP(ClipDefense):
 
     presets: ClassVar = {
         "smoke": {"inmodal_warmup": 1, "multimodal_warmup": 1, "augment_group": 16, "bank_size": 64},
-        # CPU_WARM_UP's schedule: 5 plain CLIP epochs, then 5 filtered; no augmentation (NO_AUGMENTATION).
+        # CPU_WARM_UP's schedule: CPU_WARM_UP_EPOCHS plain CLIP epochs, then filtered ones; no augmentation.
         # The published warm-up (2 in-modal + 1 CLIP epoch at lr / 100) leaves the first split at chance.
-        "default": {"inmodal_warmup": 0, "multimodal_warmup": 5, "warmup_lr_factor": 1.0, "ratio_step": 0.03,
+        "default": {"inmodal_warmup": 0, "multimodal_warmup": CPU_WARM_UP_EPOCHS, "warmup_lr_factor": 1.0,
+                    "ratio_step": 0.03,
                     **NO_AUGMENTATION},
         "paper": {},
     }
