@@ -56,7 +56,7 @@ class CellSpec:
             evaluators=tuple(ComponentRef(**e) for e in d["evaluators"]),
             seed=int(d["seed"]),
             preset=d["preset"],
-            threads=int(d["threads"]),
+            threads=int(d.get("threads", DEFAULT_THREADS)),
         )
 
     @property
