@@ -26,9 +26,13 @@ from benchbench.clip.synthetic import SHAPES
 BACKDOORS = ("badnets", "blended")
 CLIP_ATTACKS = ("targeted-poison", *BACKDOORS)
 REID_ATTACKS = ("metric-fgsm", "metric-ifgsm", "metric-mifgsm", "sma", "odfa", "fna")
-# the board labels a defense run with several param sets by the params that differ
-DD = "dddefense(balance=True, self_meta=True)"
-ABLATIONS = ("dddefense(balance=False, self_meta=True)", "dddefense(balance=True, self_meta=False)")
+
+def dddefense_rows(b: "Board") -> tuple[str, list[str]]:
+    """The full method's row and its ablations: the board labels a defense run with several
+    param sets by the params that differ (``dddefense(balance=True, self_meta=True)``)."""
+    rows = sorted({d for d, _, _ in b.table if d.startswith("dddefense")})
+    full = next(d for d in rows if "balance=False" not in d and "self_meta=False" not in d)
+    return full, [d for d in rows if d != full]
 
 
 class Board:
@@ -153,6 +157,7 @@ def reid_checks(b: Board, store: Path | None, pool: tuple[str, ...]) -> None:
         print(f"info  none + metric-at cells in the store: {grid_minutes(store, 'reid', ('none', 'metric-at')):.1f} "
               f"min of cell time; whole ReID default grid: {grid_minutes(store, 'reid'):.1f} min")
     print("## dddefense")
+    DD, ablations = dddefense_rows(b)
     held_out = [a for a in REID_ATTACKS if a not in pool]
     for attack in held_out:
         dd, at = b.mean(DD, attack, mAP), b.mean("metric-at", attack, mAP)
@@ -160,7 +165,7 @@ def reid_checks(b: Board, store: Path | None, pool: tuple[str, ...]) -> None:
     for attack in ("none", *REID_ATTACKS):
         dd, at = b.mean(DD, attack, var), b.mean("metric-at", attack, var)
         check(dd < at, f"per-identity AP variance under {attack}: dddefense {dd:.4f} < metric-at {at:.4f}")
-    for d in (DD, *ABLATIONS):
+    for d in (DD, *ablations):
         if b.has(d, "none", mAP):
             cols = " ".join(f"{a}={b.mean(d, a, mAP):.3f}" for a in ("none", *REID_ATTACKS))
             print(f"info  {d} mAP: {cols}")
