@@ -133,7 +133,7 @@ def data_figures(train: datasets.Dataset, templates: list[str]) -> None:
           f"max {max(per_shape.values())} (of {len(captions)} captions)")
 
 
-def model_figures(task, stage, train: datasets.Dataset) -> dict[str, float]:
+def model_figures(stage, train: datasets.Dataset) -> dict[str, float]:
     from benchbench.clip.model import ClipModel
     from benchbench.clip.trainer import PairSet
 
@@ -192,7 +192,7 @@ def main() -> None:
             first.append(next((p["epoch"] for p in curve if p["retrieval"] >= RETRIEVAL_TARGET), None))
             print(f"epochs {epochs} seed {seed}: retrieval by epoch "
                   + " ".join(f"{p['retrieval']:.3f}" for p in curve))
-            c2.append(model_figures(cell.task, stage, train)["c2_worst_gap"])
+            c2.append(model_figures(stage, train)["c2_worst_gap"])
         print(f"== task params {params}, seeds {seeds} (plain models only)")
         print(f"C1  cosine(global embedding, mean patch token): {_ms(c1)}")
         print(f"C2  largest gap between caption groups in the GMM's upper-component share: {_ms(c2)}")
