@@ -41,6 +41,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from benchbench.numerics import isolated_rng
 from benchbench.errors import DataError
 from benchbench.progress import progress
 
@@ -132,8 +133,7 @@ def train_diffusion(images: torch.Tensor, pids: torch.Tensor, camids: torch.Tens
     # diffusers initialises from the global RNG: seed it in a fork, so that training a
     # generator (or finding it cached) leaves the caller's RNG, e.g. the ReID
     # trainer's, as it was
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with isolated_rng(seed):
         model = ConditionalUNet(num_ids, num_cams, config.size, config.channels).train()
     ema = EMAModel(model.parameters(), decay=config.ema_decay)
     scheduler = DDPMScheduler(**SCHEDULE)

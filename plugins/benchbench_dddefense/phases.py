@@ -21,6 +21,7 @@ import torch
 
 from benchbench.cells import stable_hash
 from benchbench.errors import ConfigError, DataError
+from benchbench.numerics import isolated_rng
 from benchbench.reid.data import NAME, ImageSet, LayoutDataset
 from benchbench.reid.models import extract_features, load_model
 from benchbench.reid.trainer import Batch, TrainRun
@@ -144,7 +145,7 @@ def balanced_training_set(defense, train: ImageSet, run: TrainRun) -> ImageSet:
                           "(run it through the reid-adversarial task), or set balance: false")
     num_ids, num_cams = run.num_classes, int(train.camids.max()) + 1
     names = train_pid_names(run.data_root, run.layout)
-    with torch.random.fork_rng(devices=[]):  # loading the reference model initialises one first
+    with isolated_rng():  # loading the reference model initialises one first
         extension = extension_stage(defense, train, num_ids, num_cams, run.cache, run.data_key, names)
         keep = None
         if p.identity_gate:
