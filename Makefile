@@ -6,21 +6,29 @@ BB := $(VENV)/bin/benchbench
 #   make demo TORCH="torch==2.9.1 torchvision==0.24.1"
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 PRESET ?= default
-# Grid worker processes (each gets cores / JOBS torch threads): tiny models use two
-# single-threaded workers better than one two-threaded one.
+# Grid worker processes (each cell runs with the config's `threads`, default 1): tiny
+# models use two single-threaded workers better than one two-threaded one. 2 is also
+# `benchbench grid`'s own default.
 JOBS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: install demo grid leaderboards test test-quick clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The install marker is named after what it installed (the contents of pyproject.toml and
+# constraints.txt, TORCH, and this checkout, which the editable install points at), not
+# dated: a fresh clone's files are newer than a shared VENV's marker, and a date rule
+# would reinstall everything for them. A shared VENV runs the checkout installed last.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)-$(shell printf '%s' '$(TORCH) $(CURDIR)' | cksum | cut -d' ' -f1)
+
+$(STAMP):
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
 	$(PY) -m pip install -q -e ".[test,ray]" -c constraints.txt
+	rm -f $(VENV)/.installed $(VENV)/.installed-*
 	touch $@
 
-install: $(VENV)/.installed
+install: $(STAMP)
 
 grid: install
 	$(BB) grid configs/clip-default.yaml --preset $(PRESET) --jobs $(JOBS)

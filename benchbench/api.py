@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic_core import to_jsonable_python
 
 from benchbench.errors import ConfigError
 
@@ -127,15 +129,20 @@ class Component:
 
     @classmethod
     def describe_params(cls) -> list[dict[str, Any]]:
-        """Name, type, default and help of every param, for `benchbench plugins -v` and docs."""
+        """Name, type, default (as JSON), allowed values and help of every param, for
+        `benchbench plugins -v`, its JSON listing and docs. ``choices`` lists the values of
+        a ``Literal`` param (``None`` for any other type)."""
         out = []
         for fname, field in cls.Params.model_fields.items():
             ann = field.annotation
+            default = None if field.is_required() else field.get_default(call_default_factory=True)
             out.append(
                 {
                     "name": fname,
-                    "type": getattr(ann, "__name__", str(ann)),
-                    "default": field.default,
+                    "type": _type_name(ann),
+                    "default": to_jsonable_python(default, fallback=repr),
+                    "required": field.is_required(),
+                    "choices": _choices(ann),
                     "help": field.description or "",
                 }
             )
@@ -224,6 +231,25 @@ class Evaluator(Component):
             if m.name == name:
                 return m
         raise KeyError(f"evaluator '{cls.name}' declares no metric '{name}'")
+
+
+def _type_name(ann: Any) -> str:
+    """``int``, or ``Literal['a', 'b']`` and ``int | None`` as written (``__name__`` of a
+    ``Literal`` is just "Literal")."""
+    if get_origin(ann) is None and hasattr(ann, "__name__"):
+        return ann.__name__
+    return str(ann).replace("typing.", "")
+
+
+def _choices(ann: Any) -> list[Any] | None:
+    """The allowed values of a ``Literal`` param, also inside ``Optional``/a union."""
+    if get_origin(ann) is Literal:
+        return list(get_args(ann))
+    if get_origin(ann) in (Union, UnionType):
+        found = [v for arg in get_args(ann) for v in (_choices(arg) or [])]
+        if found:
+            return found + ([None] if type(None) in get_args(ann) else [])
+    return None
 
 
 # Imported late: these modules import Component types for annotations only.

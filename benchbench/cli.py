@@ -1,4 +1,4 @@
-"""The `benchbench` command: plugins, grid, leaderboard, validate, merge.
+"""The `benchbench` command: plugins, grid, show, cache, leaderboard, validate, merge.
 
 User-fixable errors (``BenchbenchError``) print as one line and exit 2; a grid with a
 failed cell exits 1 after storing every other cell.
@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from benchbench.errors import BenchbenchError, DataError, PluginError
 
@@ -22,8 +25,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Attack x defense robustness grids with pluggable components.")
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: outside a terminal rich would hard-wrap every line at 80 columns, paths too
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 PluginOpt = Annotated[Optional[list[str]], typer.Option("--plugin", help="Extra plugin: module name or .py path (repeatable).")]
 StrictOpt = Annotated[bool, typer.Option("--strict-plugins", help="A plugin that fails to load is fatal.")]
@@ -37,10 +41,12 @@ def _fail(exc: BenchbenchError) -> None:
 def _load_plugins(plugin: list[str] | None, strict: bool = False) -> Registry:
     """The registry; a plugin the user named with ``--plugin`` must load (a typo in it
     would otherwise run the grid without its components), installed ones only warn."""
+    from benchbench import catalog
     from benchbench.registry import load_registry
 
     named = list(plugin or ())
     reg = load_registry(named, strict=strict)
+    catalog.remember(reg, named)  # the next `benchbench plugins` reads it instead of importing torch
     for f in reg.failures:
         if f.plugin in named:
             raise PluginError(f"--plugin {f.plugin} failed to load: {f.reason} "
@@ -50,29 +56,66 @@ def _load_plugins(plugin: list[str] | None, strict: bool = False) -> Registry:
     return reg
 
 
+def _describe(record: dict) -> list[tuple[str, str]]:
+    """``-v`` rows of one component: each param (type, default, allowed values, help) and
+    what each preset changes (``param default -> preset value``)."""
+    rows = []
+    defaults = {p["name"]: p["default"] for p in record["params"]}
+    for p in record["params"]:
+        default = "required" if p["required"] else json.dumps(p["default"])
+        choices = f" (one of {', '.join(json.dumps(c) for c in p['choices'])})" if p["choices"] else ""
+        rows.append((f"{p['name']}: {p['type']} = {default}{choices}", p["help"]))
+    for preset, overrides in sorted(record["presets"].items()):
+        changes = ", ".join(f"{k} {json.dumps(defaults.get(k))} -> {json.dumps(v)}" for k, v in overrides.items())
+        rows.append((f"preset {preset}", changes or "no change"))
+    return rows
+
+
 @app.command()
 def plugins(plugin: PluginOpt = None, strict_plugins: StrictOpt = False,
-            verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show every param.")] = False) -> None:
-    """List every plugin and component with its version, and plugins that failed to load."""
-    from benchbench.registry import load_registry
+            verbose: Annotated[bool, typer.Option("-v", "--verbose",
+                                                  help="Show every param (allowed values too) and what each preset changes.")] = False,
+            output_format: Annotated[Optional[str], typer.Option(
+                "--format", help="table | plain (tab-separated) | json; default: table on a terminal, else plain")] = None,
+            ) -> None:
+    """List every plugin and component with its version, and plugins that failed to load.
 
-    try:
-        reg = load_registry(plugin or (), strict=strict_plugins)
-    except BenchbenchError as exc:
-        _fail(exc)
-    table = Table("track", "kind", "name", "version", "plugin", "distribution", "description")
-    for column in table.columns:
-        column.overflow = "fold"  # names and versions are data: never truncate them
-    for (kind, track, name), cls in sorted(reg.components.items(), key=lambda kv: (kv[0][1], kv[0][0], kv[0][2])):
-        info = cls.plugin
-        table.add_row(track, kind, name, cls.version, info.name, f"{info.distribution} {info.version}",
-                      cls.description)
-        if verbose:
-            for p in cls.describe_params():
-                table.add_row("", "", f"  {p['name']}", "", "", f"{p['type']} = {p['default']!r}", p["help"])
-    console.print(table)
-    for f in reg.failures:
-        err.print(f"[yellow]plugin failed to load:[/yellow] {f.plugin}: {f.reason}", highlight=False)
+    Reads the plugin index (benchbench.catalog) while it is current, so listing imports
+    no torch; otherwise loads every plugin and refreshes the index."""
+    from benchbench import catalog
+
+    fmt = output_format or ("table" if console.is_terminal else "plain")
+    if fmt not in ("table", "plain", "json"):
+        _fail(BenchbenchError(f"--format {fmt}: choose table, plain or json"))
+    data = catalog.cached(plugin or ())
+    if data is None:
+        from benchbench.registry import load_registry
+
+        try:
+            data = catalog.remember(load_registry(plugin or (), strict=strict_plugins), plugin or ())
+        except BenchbenchError as exc:
+            _fail(exc)
+    if fmt == "json":
+        print(json.dumps(data, indent=1))
+    elif fmt == "plain":
+        for c in data["components"]:
+            print("\t".join([c["track"], c["kind"], c["name"], c["version"], c["plugin"],
+                             f"{c['distribution']} {c['distribution_version']}", c["description"]]))
+            for what, detail in _describe(c) if verbose else ():
+                print(f"\t{what}\t{detail}")
+    else:
+        table = Table("track", "kind", "name", "version", "plugin", "distribution", "description")
+        for column in table.columns:
+            column.overflow = "fold"  # names and versions are data: never truncate them
+        for c in data["components"]:
+            table.add_row(*map(Text, [c["track"], c["kind"], c["name"], c["version"], c["plugin"],
+                                      f"{c['distribution']} {c['distribution_version']}", c["description"]]))
+            for what, detail in _describe(c) if verbose else ():
+                table.add_row("", "", Text(f"  {what}"), "", "", "", Text(detail))  # text, not markup
+        console.print(table, soft_wrap=False)
+    for f in data["failures"]:
+        err.print(f"[yellow]plugin failed to load:[/yellow] {escape(f['plugin'])}: {escape(f['reason'])}",
+                  highlight=False)
 
 
 @app.command()
@@ -83,11 +126,16 @@ def grid(
     cache: Annotated[Path, typer.Option(help="Stage cache directory")] = Path("runs/cache"),
     seeds: Annotated[Optional[int], typer.Option(help="Override the config's seeds with 0..N-1")] = None,
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
-    jobs: Annotated[int, typer.Option(help="Local worker processes (1 = in-process)")] = 1,
+    jobs: Annotated[Optional[int], typer.Option(
+        envvar="BENCHBENCH_JOBS", show_default=False,
+        help="Local worker processes (1 = in-process); default: 2, or 1 on a single core")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray)")] = None,
     plugin: PluginOpt = None,
     strict_plugins: StrictOpt = False,
-    progress: Annotated[bool, typer.Option(help="Progress bars")] = True,
+    progress: Annotated[bool, typer.Option(
+        help="Progress bars on a terminal; without them (or outside a terminal) one line per finished cell")] = True,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="List the cells CONFIG expands to and which are stored already; run nothing")] = False,
 ) -> None:
     """Run every attack x defense x seed cell of CONFIG; finished cells are skipped."""
     from benchbench.executors import make_executor
@@ -97,6 +145,8 @@ def grid(
     store = store or Path("runs") / preset / "results.sqlite"
     try:
         reg = _load_plugins(plugin, strict=strict_plugins)
+        if dry_run:
+            return _dry_run(config, store, preset, seeds, reg)
         StageCache(cache)  # a bad --cache fails here, not in every cell; clears killed builds
         summary = run_grid(config, store, cache, preset=preset, seeds=seeds,
                            executor=make_executor(executor, jobs=jobs, address=address),
@@ -125,6 +175,21 @@ def grid(
     if summary.failed:
         err.print(f"tracebacks are stored in {store} (table cells); fix and re-run to retry only the failed cells")
         raise typer.Exit(1)
+
+
+def _dry_run(config: Path, store: Path, preset: str, seeds: int | None, registry: Registry) -> None:
+    """`grid --dry-run`: one line per cell (what a run would do with it, cell, key), then counts."""
+    from collections import Counter
+
+    from benchbench.grid import plan
+
+    cells = plan(config, store, preset=preset, seeds=seeds, registry=registry)
+    for what, key, cell in cells:
+        console.print(f"{what:<7} {cell.label}  {key}", markup=False, highlight=False)
+    n = Counter(what for what, _k, _c in cells)
+    console.print(f"{len(cells)} cells: {n['new'] + n['failed']} to run ({n['failed']} failed before), "
+                  f"{n['stored']} already in {store}, {n['running']} running in another grid",
+                  markup=False, highlight=False)
 
 
 def _writers(registry: Registry) -> dict:
@@ -173,8 +238,14 @@ def leaderboard(
         _fail(exc)
     for board in boards:
         console.print(markdown(board), markup=False, highlight=False)  # names are data, not rich markup
-    console.print("wrote " + ", ".join(str(p) for p in paths))
+    _list_written(paths)
     _report_writers(failed)
+
+
+def _list_written(paths: list[Path]) -> None:
+    """One line per written file, each once (the plot and HTML writers share figures)."""
+    for path in dict.fromkeys(str(p) for p in paths):
+        console.print(f"wrote {path}", markup=False, highlight=False)
 
 
 def _report_writers(failed: list[str]) -> None:
@@ -236,9 +307,102 @@ def merge(
                             _writers(_load_plugins(plugin)), failed)
     except BenchbenchError as exc:
         _fail(exc)
-    console.print(f"merged {len(sub['entries'])} submitted entries from {submission} into {into}; "
-                  f"wrote " + ", ".join(str(p) for p in paths))
+    console.print(f"merged {len(sub['entries'])} submitted entries from {submission} into {into}",
+                  markup=False, highlight=False)
+    _list_written(paths)
     _report_writers(failed)
+
+
+@app.command()
+def show(
+    store: Annotated[Path, typer.Argument(help="SQLite results, e.g. runs/default/results.sqlite")],
+    failed: Annotated[bool, typer.Option("--failed", help="Only failed cells, each with its error and traceback")] = False,
+) -> None:
+    """What a results store holds: one line per cell (status, seconds, cell, key), then counts.
+
+    Opens the store read-only: safe while a grid writes to it."""
+    from benchbench.store import Store
+
+    try:
+        with Store.read_only(store) as db:
+            statuses, running = db.statuses(), db.claim_owners()
+            cells = [c for c in db.iter_cells() if not failed or statuses[c["key"]] == "failed"]
+    except BenchbenchError as exc:
+        _fail(exc)
+    for c in cells:
+        seconds = f"{c['wall_seconds']:8.1f} s" if c["wall_seconds"] is not None else "       - s"
+        label = f"{c['track']}: defense={c['defense']} attack={c['attack']} seed={c['seed']}"
+        console.print(f"{statuses[c['key']]:<6} {seconds}  {label}  {c['key']}", markup=False, highlight=False)
+        if failed:
+            console.print(f"  {c['error']}", markup=False, highlight=False)
+            for line in (c["traceback"] or "(no traceback: the process running the cell died)\n").splitlines():
+                console.print(f"    {line}", markup=False, highlight=False)
+    if failed:
+        console.print(f"{len(cells)} failed cells in {store}; a re-run of their grid retries them",
+                      markup=False, highlight=False)
+        return
+    n_ok = sum(1 for c in cells if statuses[c["key"]] == "ok")
+    total = sum(c["wall_seconds"] or 0 for c in cells)
+    owners = f" ({', '.join(sorted(set(running.values())))})" if running else ""
+    console.print(f"{len(cells)} cells in {store}: {n_ok} ok, {len(cells) - n_ok} failed, "
+                  f"{total / 60:.1f} min of cell time; {len(running)} claimed by a running grid{owners}",
+                  markup=False, highlight=False)
+
+
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect and prune the stage cache.")
+app.add_typer(cache_app, name="cache")
+CacheArg = Annotated[Path, typer.Option("--cache", help="Stage cache directory")]
+
+
+@cache_app.command("du")
+def cache_du(cache: CacheArg = Path("runs/cache")) -> None:
+    """Disk use per stage kind (stages, size, newest build), then the total."""
+    from collections import defaultdict
+
+    from rich.filesize import decimal
+
+    from benchbench.stages import stored_stages
+
+    if not cache.is_dir():
+        _fail(DataError(f"no stage cache at {cache}; pass --cache the folder a grid used"))
+    kinds: dict[str, list] = defaultdict(list)
+    for stage in stored_stages(cache):
+        kinds[stage.name].append(stage)
+    for name, stages in sorted(kinds.items()):
+        newest = time.strftime("%Y-%m-%d %H:%M", time.localtime(max(s.built_at for s in stages)))
+        console.print(f"{name:<24} {len(stages):>5} stages {decimal(sum(s.bytes for s in stages)):>10}"
+                      f"  newest {newest}", markup=False, highlight=False)
+    total = sum(s.bytes for stages in kinds.values() for s in stages)
+    console.print(f"{'total':<24} {sum(map(len, kinds.values())):>5} stages {decimal(total):>10}  in {cache}",
+                  markup=False, highlight=False)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    cache: CacheArg = Path("runs/cache"),
+    kind: Annotated[Optional[list[str]], typer.Option(
+        "--kind", help="Only stages of this kind (repeatable; see `benchbench cache du`)")] = None,
+    older_than: Annotated[Optional[float], typer.Option(help="Only stages built more than DAYS ago")] = None,
+    all_stages: Annotated[bool, typer.Option("--all", help="Every stage (when no --kind/--older-than)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be removed; remove nothing")] = False,
+) -> None:
+    """Remove finished stages; a later grid rebuilds any it needs. Refuses while a grid uses the cache."""
+    from rich.filesize import decimal
+
+    from benchbench.stages import prune
+
+    try:
+        if not (kind or older_than is not None or all_stages):
+            raise BenchbenchError("say what to prune: --kind NAME, --older-than DAYS or --all "
+                                  "(`benchbench cache du` lists the kinds)")
+        removed = prune(cache, tuple(kind or ()), older_than, dry_run=dry_run)
+    except BenchbenchError as exc:
+        _fail(exc)
+    verb = "would remove" if dry_run else "removed"
+    for stage in removed:
+        console.print(f"{verb} {stage.path} ({decimal(stage.bytes)})", markup=False, highlight=False)
+    console.print(f"{verb} {len(removed)} stages, {decimal(sum(s.bytes for s in removed))}, from {cache}",
+                  markup=False, highlight=False)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchbench.cells import CellSpec
 from benchbench.config import config_hash, expand, load_config
 from benchbench.errors import NonFiniteMetric
 from benchbench.executors import Executor
 from benchbench.executors.local import LocalExecutor
-from benchbench.progress import active, make_progress
+from benchbench.progress import grid_display, on_terminal
 from benchbench.registry import Registry, distribution_versions, load_registry
 from benchbench.runner import Environment
+from benchbench.stages import in_use
 from benchbench.store import Store
 
 
@@ -44,16 +46,15 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
              progress: bool = True, argv: list[str] | None = None) -> GridSummary:
     start = time.perf_counter()
     registry = registry or load_registry(plugins)
-    config = load_config(config_path)
-    cells = expand(config, registry, preset=preset, seeds=seeds)
-    keyed = [(cell.resolve(registry).key(), cell) for cell in cells]
+    config, keyed = _expand(config_path, registry, preset, seeds)
     summary = GridSummary(total=len(keyed))
-    env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), progress=progress,
+    bars = progress and on_terminal()  # else one line per finished cell (benchbench.progress)
+    env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), progress=bars,
                       resources=config.resources.model_dump())
     executor = executor or LocalExecutor()
     by_key = dict(keyed)
     observers = _Observers(registry)
-    with Store(store_path) as store:
+    with in_use(cache_root), Store(store_path) as store:  # `benchbench cache prune` waits for us
         done = store.finished_keys()
         for key, cell in keyed:
             if key in done:
@@ -63,7 +64,7 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
         try:
             if claimed:
                 _run(store, executor, [(k, by_key[k].to_dict()) for k in claimed], env, registry,
-                     by_key, observers, summary, progress,
+                     by_key, observers, summary, bars,
                      run_id=store.start_run(str(config_path), config_hash(config), config.model_dump(),
                                             preset, distribution_versions(), argv))
         finally:  # interrupted or not, a cell this grid did not finish is free for the next one
@@ -73,19 +74,42 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
     return summary
 
 
+def _expand(config_path: str | Path, registry: Registry, preset: str,
+            seeds: int | None) -> tuple[Any, list[tuple[str, CellSpec]]]:
+    """The config and its cells, each with its store key."""
+    config = load_config(config_path)
+    cells = expand(config, registry, preset=preset, seeds=seeds)
+    return config, [(cell.resolve(registry).key(), cell) for cell in cells]
+
+
+def plan(config_path: str | Path, store_path: str | Path, preset: str = "default",
+         seeds: int | None = None, registry: Registry | None = None) -> list[tuple[str, str, CellSpec]]:
+    """What ``run_grid`` would do, without running or writing anything: ``(what, key,
+    cell)`` per cell, ``what`` being "stored" (skipped), "failed" (stored as failed: runs
+    again), "running" (another live grid holds it: skipped) or "new"."""
+    registry = registry or load_registry()
+    _config, keyed = _expand(config_path, registry, preset, seeds)
+    stored: dict[str, str] = {}
+    running: dict[str, str] = {}
+    if Path(store_path).is_file():
+        with Store.read_only(store_path) as store:
+            stored, running = store.statuses(), store.claim_owners()
+    return [("stored" if stored.get(k) == "ok" else "running" if k in running
+             else "failed" if k in stored else "new", k, cell) for k, cell in keyed]
+
+
 def _run(store: Store, executor: Executor, todo: list[tuple[str, dict[str, Any]]], env: Environment,
          registry: Registry, by_key: dict, observers: "_Observers", summary: GridSummary,
-         progress: bool, run_id: int) -> None:
+         bars: bool, run_id: int) -> None:
     """Run the claimed cells, committing each result the moment it comes back."""
-    with active(make_progress(disable=not progress)) as bar:
-        task = bar.add_task("grid", total=len(todo))
+    with grid_display(len(todo), bars) as cell_done:
         results = executor.map(todo, env, registry)
         try:
             for key, result in results:
                 cell = by_key[key]
                 result = _record(store, run_id, key, cell, result)
                 _report(observers, summary, cell, key, result)
-                bar.update(task, advance=1, description=f"grid (last: {cell.label}: {result['status']})")
+                cell_done(cell.label, result["status"], result.get("wall_seconds"))
         finally:  # interrupted: the executor stops its workers now, not at garbage collection
             getattr(results, "close", lambda: None)()
 

@@ -3,17 +3,28 @@
 rich allows one live display at a time, so a trainer that opened its own ``Progress``
 inside the grid's would raise. Trainers call ``progress(iterable, ...)``: inside a grid
 it adds a transient row to the grid's display, outside it opens its own.
+
+Bars are for terminals. With stdout a file or a pipe (a cluster job's log, ``| tee``)
+or with ``--no-progress``, the grid writes one line per finished cell instead
+(``cell_lines``) and trainers draw nothing: rich would print each bar's last frame.
 """
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
-from typing import Iterable, Iterator, TypeVar
+from typing import Any, Callable, Iterable, Iterator, TypeVar
 
+from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 
 T = TypeVar("T")
 _active: Progress | None = None
+
+
+def on_terminal() -> bool:
+    """Whether stdout is a terminal (rich's test: honours ``FORCE_COLOR``/``TTY_COMPATIBLE``)."""
+    return Console().is_terminal
 
 
 def make_progress(disable: bool = False) -> Progress:
@@ -49,5 +60,35 @@ def progress(items: Iterable[T], description: str, total: int | None = None,
         finally:
             _active.remove_task(task)
         return
+    if not on_terminal():
+        yield from items
+        return
     with active(make_progress()) as bar:
         yield from progress(items, description, total)
+
+
+CellDone = Callable[[str, str, Any], None]  # (cell label, status, seconds or None)
+
+
+@contextmanager
+def grid_display(total: int, bars: bool) -> Iterator[CellDone]:
+    """What the grid calls as each cell finishes: a bar over the cells (trainers' bars
+    nest in it) if ``bars``, else one flushed line per cell: ``[3/60] ok 12.4 s <cell>``."""
+    if bars:
+        with active(make_progress()) as bar:
+            task = bar.add_task("grid", total=total)
+
+            def advance(label: str, status: str, seconds: Any) -> None:
+                bar.update(task, advance=1, description=f"grid (last: {label}: {status})")
+
+            yield advance
+        return
+    done = 0
+
+    def line(label: str, status: str, seconds: Any) -> None:
+        nonlocal done
+        done += 1
+        took = f"{seconds:.1f} s" if isinstance(seconds, (int, float)) else "- s"
+        print(f"[{done}/{total}] {status} {took} {label}", file=sys.stdout, flush=True)
+
+    yield line

@@ -19,6 +19,10 @@ workers (process pool, Ray workers on a shared path) build a stage once.
 A kill during a build leaves its temporary ``.KEY-xxxx`` folder; opening the cache
 removes those whose key lock is free (a live build holds its lock, so its folder stays).
 
+A grid holds ``.running/HOST-PID.lock`` for as long as it runs (``in_use``), because it
+loads stages without a lock: ``prune`` refuses while any grid holds one, and holds
+``.prune.lock`` while deleting so that no grid starts in the middle (``benchbench cache``).
+
 ``stage.json`` lists every file of the stage with its size. A hit whose files are
 missing or of another size (a truncated copy, a disk that filled up) is not loaded:
 it raises a ``CacheError`` naming the folder and the fix (delete it and re-run, which
@@ -31,11 +35,14 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 import time
 from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
@@ -44,6 +51,8 @@ from benchbench.errors import DataError
 from benchbench.numerics import DEFAULT_THREADS, isolated_rng
 
 META = "stage.json"
+RUNNING = ".running"  # one held lock file per grid using the cache
+PRUNE_LOCK = ".prune.lock"
 
 
 class CacheError(DataError):
@@ -147,6 +156,89 @@ class StageCache:
     def builds(self, name: str | None = None) -> int:
         """How many stages this process built (all, or of one name): tests count these."""
         return sum(v for (n, what), v in self.stats.items() if what == "build" and name in (None, n))
+
+
+@contextmanager
+def in_use(root: str | Path) -> Iterator[None]:
+    """Mark the cache as used by this grid until the block ends (see the module docstring).
+    The lock is an OS file lock, so a killed grid releases it."""
+    running = Path(root) / RUNNING
+    running.mkdir(parents=True, exist_ok=True)
+    mine = FileLock(str(running / f"{socket.gethostname()}-{os.getpid()}.lock"))
+    with FileLock(str(Path(root) / PRUNE_LOCK)):  # waits for a prune in progress
+        mine.acquire()
+    try:
+        yield
+    finally:
+        mine.release()
+        Path(mine.lock_file).unlink(missing_ok=True)
+
+
+def _users(root: Path) -> list[str]:
+    """The grids holding the cache now ("HOST-PID"); lock files of dead grids are removed."""
+    users = []
+    for lock in sorted((root / RUNNING).glob("*.lock")):
+        try:
+            with FileLock(str(lock), timeout=0):
+                lock.unlink(missing_ok=True)
+        except Timeout:
+            users.append(lock.stem)
+    return users
+
+
+@dataclass(frozen=True)
+class StoredStage:
+    """A finished stage folder, as ``benchbench cache`` sees it."""
+
+    name: str
+    key: str
+    path: Path
+    bytes: int
+    built_at: float  # when it was built (its stage.json's modification time)
+
+
+def stored_stages(root: str | Path) -> list[StoredStage]:
+    """Every finished stage under ``root``, by stage name then key."""
+    out = []
+    for stage_dir in sorted(d for d in Path(root).iterdir() if d.is_dir() and not d.name.startswith(".")):
+        for folder in sorted(d for d in stage_dir.iterdir() if d.is_dir() and (d / META).is_file()):
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            out.append(StoredStage(stage_dir.name, folder.name, folder, size, (folder / META).stat().st_mtime))
+    return out
+
+
+def prune(root: str | Path, names: tuple[str, ...] = (), older_than_days: float | None = None,
+          dry_run: bool = False) -> list[StoredStage]:
+    """Delete the finished stages of the given stage names (all if none) built more than
+    ``older_than_days`` ago (any age if None); return what was (or would be) deleted.
+
+    Raises ``CacheError`` naming the grids that use the cache if any runs: a grid loads
+    stages without a lock, so deleting one under it would fail its cells. A deleted
+    stage is rebuilt by the next grid that needs it."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CacheError(f"no stage cache at {root}; pass --cache the folder a grid used")
+    cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+    with FileLock(str(root / PRUNE_LOCK)):
+        users = _users(root)
+        if users and not dry_run:
+            raise CacheError(f"stage cache {root} is in use by a running grid ({', '.join(users)}); "
+                             f"prune it when the grid is done")
+        chosen = [s for s in stored_stages(root) if (not names or s.name in names)
+                  and (cutoff is None or s.built_at < cutoff)]
+        if dry_run:
+            return chosen
+        removed = []
+        for stage in chosen:
+            lock = Path(str(stage.path) + ".lock")
+            try:
+                with FileLock(str(lock), timeout=0):  # held: a worker is rebuilding it now
+                    shutil.rmtree(stage.path)
+                    removed.append(stage)
+            except Timeout:
+                continue
+            lock.unlink(missing_ok=True)
+        return removed
 
 
 def _check_complete(folder: Path) -> None:

@@ -94,6 +94,25 @@ class Store:
             raise DataError(f"--store {self.path} is not a benchbench results store ({exc}); "
                             f"pass a new path, or the .sqlite file a grid wrote") from None
 
+    @classmethod
+    def read_only(cls, path: str | Path) -> "Store":
+        """Open an existing store without writing to it, not even its schema
+        (`benchbench show`, `grid --dry-run`): inspecting a store never changes it."""
+        store = cls.__new__(cls)
+        store.path = Path(path)
+        if not store.path.is_file():
+            raise DataError(f"no results store at {store.path}; run `benchbench grid CONFIG --store "
+                            f"{store.path}` first, or pass the .sqlite file a grid wrote")
+        store.db = sqlite3.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+        try:
+            store.db.execute("SELECT key, status FROM cells LIMIT 1").fetchall()
+            store.db.execute("SELECT key FROM claims LIMIT 1").fetchall()
+        except sqlite3.DatabaseError as exc:
+            store.db.close()
+            raise DataError(f"{store.path} is not a benchbench results store ({exc}); pass the "
+                            f".sqlite file a grid wrote") from None
+        return store
+
     def close(self) -> None:
         self.db.close()
 
@@ -188,6 +207,19 @@ class Store:
                                " WHERE status = 'failed' ORDER BY finished_at")
         cols = ["key", "track", "attack", "defense", "seed", "error"]
         return [dict(zip(cols, r)) for r in rows]
+
+    def statuses(self) -> dict[str, str]:
+        """``{cell key: "ok" | "failed"}`` of every stored cell; ok cells that count as not
+        finished (``finished_keys``) are "failed": a re-run runs them again."""
+        done = self.finished_keys()
+        return {k: ("ok" if k in done else "failed") for (k,) in self.db.execute("SELECT key FROM cells")}
+
+    def claim_owners(self) -> dict[str, str]:
+        """``{cell key: "pid P on HOST"}`` of the cells that a live grid holds now."""
+        now = time.time()
+        return {k: f"pid {p} on {h}" for k, h, p, t in
+                self.db.execute("SELECT key, host, pid, claimed_at FROM claims")
+                if (h, p) != _owner() and _holds(h, p, t, now=now)}
 
     def cell(self, key: str) -> dict[str, Any] | None:
         with closing(self.db.execute("SELECT * FROM cells WHERE key = ?", (key,))) as cur:

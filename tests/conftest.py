@@ -1,6 +1,6 @@
 """Shared fixtures. Installed third-party plugins are kept out of the suite (only
 benchbench's own entry points load), as datasette does, so results don't depend on
-what else is installed in the environment."""
+what else is installed in the environment; nor does the user's plugin index."""
 from __future__ import annotations
 
 import os
@@ -10,11 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from benchbench.catalog import INDEX_ENV
 from benchbench.registry import BUILTIN_ONLY_ENV, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
 TOY = str(ROOT / "tests" / "toy_plugin.py")
 os.environ[BUILTIN_ONLY_ENV] = "1"
+os.environ[INDEX_ENV] = "off"  # no plugin index in the user's cache; tests that want one pass a path
+os.environ.setdefault("BENCHBENCH_JOBS", "1")  # grids in tests run in-process unless they say --jobs
 
 
 @pytest.fixture(scope="session")

@@ -44,4 +44,28 @@ def test_identity_is_json_and_changes_with_params_and_version():
 
 def test_describe_params_lists_types_defaults_and_help():
     rows = {r["name"]: r for r in Demo.describe_params()}
-    assert rows["lr"] == {"name": "lr", "type": "float", "default": 0.1, "help": "learning rate"}
+    assert rows["lr"] == {"name": "lr", "type": "float", "default": 0.1, "required": False, "choices": None,
+                          "help": "learning rate"}
+
+
+def test_describe_params_gives_literal_choices_and_json_defaults():
+    from pathlib import Path
+    from typing import Literal, Optional
+
+    class Choosy(Defense):
+        name = "choosy"
+        track = "toy"
+
+        class Params(Params):
+            mode: Literal["a", "b"] = "a"
+            maybe: Optional[Literal[1, 2]] = None
+            where: Path = Path("/tmp/x")
+            sizes: tuple[int, ...] = Field(default_factory=lambda: (1, 2))
+            need: int
+
+    rows = {r["name"]: r for r in Choosy.describe_params()}
+    assert rows["mode"]["type"] == "Literal['a', 'b']" and rows["mode"]["choices"] == ["a", "b"]
+    assert rows["maybe"]["choices"] == [1, 2, None]
+    assert rows["where"]["default"] == "/tmp/x" and rows["sizes"]["default"] == [1, 2]
+    assert rows["need"]["required"] and rows["need"]["default"] is None
+    json.dumps(rows)

@@ -60,7 +60,7 @@ def test_killed_grid_resumes_without_duplicates(tmp_path):
                       "attacks: [none, shift]\ndefenses: [none, clamp]\nevaluators: [error]\nseeds: 2\n")
     store, log = tmp_path / "r.sqlite", tmp_path / "finished.log"
     args = [str(Path(sys.executable).with_name("benchbench")), "grid", str(config), "--plugin", TOY,
-            "--store", str(store), "--cache", str(tmp_path / "cache"), "--no-progress"]
+            "--store", str(store), "--cache", str(tmp_path / "cache"), "--no-progress", "--jobs", "1"]
     env = {"TOY_FINISHED_LOG": str(log), "PATH": "/usr/bin:/bin", "BENCHBENCH_BUILTIN_ONLY": "1"}
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120

@@ -18,13 +18,14 @@ class Executor(Protocol):
         others rebuild one in each worker from ``env.plugins``."""
 
 
-def make_executor(name: str, jobs: int = 1, address: str | None = None) -> Executor:
+def make_executor(name: str, jobs: int | None = None, address: str | None = None) -> Executor:
+    """``jobs``: local worker processes, ``None`` for ``local.default_jobs()``."""
     from benchbench.errors import ConfigError
 
     if name == "local":
-        from benchbench.executors.local import LocalExecutor
+        from benchbench.executors.local import LocalExecutor, default_jobs
 
-        return LocalExecutor(jobs=jobs)
+        return LocalExecutor(jobs=default_jobs() if jobs is None else jobs)
     if name == "ray":
         from benchbench.executors.ray import RayExecutor
 

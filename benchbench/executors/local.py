@@ -1,5 +1,5 @@
-"""Local execution: in-process (default, one cell at a time, every core for torch) or a
-process pool (``--jobs N``) for machines with cores to spare. Either way a cell runs with
+"""Local execution: in-process (``--jobs 1``, one cell at a time) or a process pool
+(``--jobs N``; the command's default is ``default_jobs()``). Either way a cell runs with
 the config's ``threads`` torch threads, so ``--jobs`` never changes a number.
 
 A pool worker that dies (the OOM killer, a segfault) breaks the whole pool, and Python
@@ -11,6 +11,7 @@ the cells that had not started go to a fresh pool. Finished results are never lo
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -23,6 +24,14 @@ from benchbench.registry import Registry
 from benchbench.runner import Environment, run_cell
 
 Item = tuple[str, dict[str, Any]]  # (cell key, CellSpec dict)
+
+
+def default_jobs() -> int:
+    """``--jobs`` when not given: two workers, or one on a single core. Two single-threaded
+    workers beat one two-threaded one on the tiny default models (README); more workers
+    each hold their own torch and data set in memory, so going wider is the user's call."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(2, cores))
 
 
 class LocalExecutor:
