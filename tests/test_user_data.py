@@ -71,6 +71,7 @@ def test_user_imagefolder_pairs_reach_the_leaderboard(tmp_path):
         ("none", "zero-shot", "top1"), ("none", "linear-probe", "top1"), ("targeted-poison", "asr", "asr")}
 
 
+@pytest.mark.slow
 def test_flat_eval_folder_and_a_named_data_set_reach_the_leaderboard(tmp_path):
     """Evaluation images in <class>/ folders only (split with data_seed), and the board's
     data set named by the config instead of the folder ('train' here)."""
