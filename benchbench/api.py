@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from types import UnionType
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Iterable, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
@@ -104,6 +104,10 @@ class Component:
     Params: ClassVar[type[Params]] = Params
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
     plugin: ClassVar[PluginInfo] = BUILTIN  # set by the registry when the class is loaded
+    #: Params added after results were stored under this ``version``: ``identity`` leaves
+    #: each out while it holds its default, so every stored cell key, stage key and board
+    #: protocol stays what it was (a param at its default changes no number).
+    added_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Params | dict[str, Any] | None = None, preset: str | None = None):
         self.params = self.resolve_params(params, preset)
@@ -148,14 +152,20 @@ class Component:
             )
         return out
 
-    def identity(self) -> dict[str, Any]:
-        """What makes this component's output what it is: hashed into cache keys."""
+    def identity(self, drop: Iterable[str] = ()) -> dict[str, Any]:
+        """What makes this component's output what it is: hashed into cache keys.
+
+        ``drop``: params a stage does not depend on (a board label, the evaluation data
+        of a trained model), left out of that stage's key so changing them rebuilds nothing.
+        """
+        fields = type(self.params).model_fields
+        skip = set(drop) | {n for n in self.added_params if getattr(self.params, n) == fields[n].default}
         return {
             "kind": self.kind,
             "track": self.track,
             "name": self.name,
             "version": self.version,
-            "params": json.loads(self.params.model_dump_json()),
+            "params": json.loads(self.params.model_dump_json(exclude=skip)),
         }
 
     def __repr__(self) -> str:
@@ -184,6 +194,16 @@ class Task(Component):
     def model_name(self) -> str:
         """Short name of the architecture (leaderboard column)."""
         raise NotImplementedError
+
+    def check_data(self) -> None:
+        """Pre-flight: raise a ``DataError`` (or ``ConfigError``) naming the problem and the
+        fix when the data this task would read is missing or in no accepted layout.
+
+        The grid calls it once per distinct task before any cell runs, so a bad path is one
+        line and exit 2, not a failed cell per attack, defense and seed. Cheap checks only
+        (paths, layouts, file names, columns); decoding every image is the cells' work.
+        The default has nothing to check (data the task generates itself).
+        """
 
 
 class DataAttack(Component):

@@ -2,8 +2,10 @@
 
 Nothing a cell or a plugin does stops the grid: a cell's exception, a NaN metric or a dead
 worker becomes a ``failed`` cell, and an observer hook that raises is reported at the
-end. Cells are claimed in the store before they run, so a second grid on the same store
-skips what the first is running instead of evaluating it again.
+end. What would fail every cell the same way is caught before the first one runs: the
+config (``benchbench.config``) and the data each task would read (``Task.check_data``).
+Cells are claimed in the store before they run, so a second grid on the same store skips
+what the first is running instead of evaluating it again.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchbench.cells import CellSpec
+from benchbench.cells import CellSpec, stable_hash
 from benchbench.config import config_hash, expand, load_config
 from benchbench.errors import NonFiniteMetric
 from benchbench.executors import Executor
@@ -56,6 +58,7 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
     observers = _Observers(registry)
     with in_use(cache_root), Store(store_path) as store:  # `benchbench cache prune` waits for us
         done = store.finished_keys()
+        check_data([cell for key, cell in keyed if key not in done], registry)
         for key, cell in keyed:
             if key in done:
                 observers.notify(cell=cell, key=key, status="cached", metrics={}, error=None)
@@ -96,6 +99,18 @@ def plan(config_path: str | Path, store_path: str | Path, preset: str = "default
             stored, running = store.statuses(), store.claim_owners()
     return [("stored" if stored.get(k) == "ok" else "running" if k in running
              else "failed" if k in stored else "new", k, cell) for k, cell in keyed]
+
+
+def check_data(cells: list[CellSpec], registry: Registry) -> None:
+    """Each distinct task of ``cells`` checks its data once (``Task.check_data``), before
+    any cell is claimed or run: a missing folder or a wrong layout raises its one-line
+    ``DataError`` here and the store gains no failed row."""
+    tasks = {}
+    for cell in cells:
+        task = registry.get("task", cell.track, cell.task.name)(cell.task.params, preset=cell.preset)
+        tasks.setdefault(stable_hash(task.identity()), task)
+    for task in tasks.values():
+        task.check_data()
 
 
 def _run(store: Store, executor: Executor, todo: list[tuple[str, dict[str, Any]]], env: Environment,

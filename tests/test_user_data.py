@@ -72,6 +72,28 @@ def test_user_imagefolder_pairs_reach_the_leaderboard(tmp_path):
 
 
 @pytest.mark.slow
+def test_flat_eval_folder_and_a_named_data_set_reach_the_leaderboard(tmp_path):
+    """Evaluation images in <class>/ folders only (split with data_seed), and the board's
+    data set named by the config instead of the folder ('train' here)."""
+    pairs, evaluation = _write_clip_data(tmp_path)
+    flat = tmp_path / "flat_eval"
+    for image in sorted(evaluation.rglob("*.png")):
+        (flat / image.parent.name).mkdir(parents=True, exist_ok=True)
+        image.rename(flat / image.parent.name / f"{image.parent.parent.name}_{image.name}")
+    config = tmp_path / "mine.yaml"
+    config.write_text(json.dumps({
+        "track": "clip",
+        "task": {"name": "clip-poisoning", "params": {"data": str(pairs / "train"), "eval_data": str(flat),
+                                                      "data_name": "hand-drawn shapes", "n_train": 48,
+                                                      "n_clean": 16, "batch_size": 16}},
+        "attacks": ["none"], "defenses": ["none"], "evaluators": ["zero-shot", "linear-probe"], "seeds": 1,
+    }))
+    entries = _grid_to_board(config, tmp_path, "clip")
+    assert {e["dataset"] for e in entries} == {"hand-drawn shapes"}
+    assert {(e["evaluator"], e["metric"]) for e in entries} >= {("zero-shot", "top1"), ("linear-probe", "top1")}
+
+
+@pytest.mark.slow
 def test_user_market1501_folder_reaches_the_leaderboard(tmp_path):
     from benchbench.reid.synthetic import SyntheticSpec, generate
 

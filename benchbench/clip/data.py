@@ -1,13 +1,19 @@
 """Image-caption pairs and labelled evaluation sets as Hugging Face ``datasets``.
 
-User data is read with ``datasets`` from one of three layouts (all offline):
+User data is read with ``datasets`` from one of three layouts (all offline; docs/data.md
+shows each):
 
 - an ``imagefolder``: image files plus ``metadata.jsonl`` / ``metadata.csv`` with a
-  ``file_name`` column and a caption column (pairs), or ``train/`` and ``test/`` folders
-  with one subfolder per class (evaluation set; class names are the folder names);
+  ``file_name`` column and a caption column (pairs), or, for an evaluation set, one
+  subfolder per class (class names are the folder names), either under ``train/`` and
+  ``test/`` or flat (``<class>/``: split per class into train and test images with a seed);
 - parquet: one ``.parquet`` file or a folder of them, with an image column
   (``{"bytes", "path"}`` structs, as ``datasets`` writes them) and a caption or label column;
 - a folder written by ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``.
+
+``check_pairs`` and ``check_labelled`` look at a path's layout and columns without
+decoding an image: the grid's pre-flight check (``Task.check_data``), so a wrong path
+is one line before any cell runs.
 
 Every image is decoded once when the base data is built (``standardise``): a corrupt
 file stops the run with a ``DataError`` that names it, instead of a crash mid-training.
@@ -19,6 +25,7 @@ data would need a streaming loader instead.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 from contextlib import contextmanager
@@ -29,11 +36,15 @@ from typing import Iterator
 import datasets
 import numpy as np
 import torch
+from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from PIL import Image
 
 from benchbench.errors import DataError
 
 IMAGE, CAPTION, LABEL, POISON = "image", "caption", "label", "is_poison"
+SPLITS = ("train", "test")  # an evaluation imagefolder's split folders (linear-probe train, test)
+METADATA = ("metadata.jsonl", "metadata.csv", "metadata.parquet")  # an imagefolder's captions
+IMAGE_SUFFIXES = frozenset(ImageFolder.EXTENSIONS)  # what an imagefolder reads as images
 #: Optional column of pairs: which caption template wrote the caption (the synthetic
 #: world records it; -1 for captions an attack wrote). Kept when the data has it, so
 #: diagnostics can break a defense's behaviour down by caption form.
@@ -141,14 +152,24 @@ def load_pairs(path: str | Path, size: int, image_column: str = IMAGE, caption_c
 
 
 def load_labelled(path: str | Path, size: int, image_column: str = IMAGE, label_column: str = LABEL,
-                  cache_dir: str | Path | None = None) -> datasets.DatasetDict:
-    """A labelled evaluation set: splits ``test`` (required) and ``train`` (for the linear
-    probe), columns ``image`` and ``label`` (a ``ClassLabel``: its names are the classes)."""
+                  cache_dir: str | Path | None = None, split_seed: int = 0,
+                  test_fraction: float = 0.5) -> datasets.DatasetDict:
+    """A labelled evaluation set: splits ``test`` and ``train`` (for the linear probe),
+    columns ``image`` and ``label`` (a ``ClassLabel``: its names are the classes).
+
+    A flat imagefolder (``<class>/`` folders, no ``train/`` or ``test/``) is split per
+    class with ``split_seed``, ``test_fraction`` of each class going to ``test``."""
     path = Path(path)
-    dd = load_any(path, cache_dir)
+    check_labelled(path, label_column)
+    if is_flat_imagefolder(path):
+        dd = _split(_imagefolder(path, {"train": "**"}, cache_dir)["train"], path, label_column, split_seed,
+                    test_fraction)
+    else:
+        dd = load_any(path, cache_dir)
     if "test" not in dd:
         raise DataError(f"{path}: no 'test' split (splits: {', '.join(dd)}); put the evaluation images "
-                        "under test/<class>/ (and linear-probe images under train/<class>/)")
+                        "under test/<class>/ (and linear-probe images under train/<class>/), or in <class>/ "
+                        "folders only, to be split with the task's data_seed")
     out = {}
     for split, ds in dd.items():
         _require(ds, label_column, "eval_label_column", path)
@@ -157,6 +178,137 @@ def load_labelled(path: str | Path, size: int, image_column: str = IMAGE, label_
                             "cast it with Dataset.class_encode_column")
         out[split] = standardise(ds, path, image_column, size, {label_column: LABEL}, "eval_image_column")
     return datasets.DatasetDict(out)
+
+
+def _imagefolder(path: Path, data_files: dict[str, str], cache_dir: str | Path | None) -> datasets.DatasetDict:
+    """An imagefolder with the splits named here, not guessed: ``datasets`` takes a folder
+    whose name holds a split keyword (``test``, ``eval``, ``dev``, ``val``...) for a split."""
+    with quiet():
+        try:
+            return datasets.load_dataset("imagefolder", data_dir=str(path), data_files=data_files,
+                                         cache_dir=None if cache_dir is None else str(cache_dir))
+        except Exception as exc:  # datasets raises many types for unreadable layouts
+            raise DataError(f"{path}: cannot load as an imagefolder ({type(exc).__name__}: {exc}); see "
+                            "docs/data.md for the accepted layouts") from None
+
+
+def _split(ds: datasets.Dataset, path: Path, label_column: str, seed: int, test_fraction: float
+           ) -> datasets.DatasetDict:
+    """``train`` and ``test`` from one labelled split, stratified by class."""
+    try:
+        return ds.train_test_split(test_size=test_fraction, seed=seed, stratify_by_column=label_column)
+    except ValueError as exc:  # a class too small to be in both splits
+        raise DataError(f"{path}: cannot split the flat folder per class with eval_test_fraction "
+                        f"{test_fraction} ({exc}); give every class at least two images, or make "
+                        "train/<class>/ and test/<class>/ folders") from None
+
+
+def is_flat_imagefolder(path: Path) -> bool:
+    """A folder of ``<class>/`` image folders (no ``train/`` or ``test/``, not parquet or save_to_disk)."""
+    return (path.is_dir() and _kind(path) == "imagefolder" and not any((path / s).is_dir() for s in SPLITS))
+
+
+def _kind(path: Path) -> str:
+    """Which of the accepted layouts ``path`` is, by looking (no data read)."""
+    if path.is_file():
+        return "parquet" if path.suffix == ".parquet" else "file"
+    if (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        return "save_to_disk"
+    if any(path.rglob("*.parquet")):
+        return "parquet"
+    return "imagefolder"
+
+
+def _images(folder: Path) -> list[Path]:
+    return [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+
+
+def _columns(path: Path, kind: str) -> list[list[str]]:
+    """The column names of each split of a parquet or save_to_disk ``path``."""
+    if kind == "save_to_disk":
+        loaded = datasets.load_from_disk(str(path))
+        splits = loaded.values() if isinstance(loaded, datasets.DatasetDict) else [loaded]
+        return [ds.column_names for ds in splits]
+    import pyarrow.parquet as pq
+
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))[:1]
+    return [pq.read_schema(f).names for f in files]
+
+
+def _exists(path: Path, what: str) -> str:
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder; give {what}")
+    kind = _kind(path)
+    if kind == "file":
+        raise DataError(f"{path}: not a .parquet file or a folder; give {what}")
+    return kind
+
+
+def check_pairs(path: str | Path, image_column: str = IMAGE, caption_column: str = CAPTION) -> None:
+    """Pre-flight check of image-caption pairs: the layout and its caption column."""
+    path = Path(path)
+    kind = _exists(path, "image-caption pairs: an imagefolder with metadata.jsonl/csv, parquet or a "
+                         "save_to_disk folder (docs/data.md)")
+    if kind != "imagefolder":
+        for columns in _columns(path, kind):
+            for column, param in ((image_column, "image_column"), (caption_column, "caption_column")):
+                if column not in columns:
+                    raise DataError(f"{path}: no column '{column}' (columns: {', '.join(columns)}); "
+                                    f"set the task param '{param}'")
+        return
+    metadata = sorted(f for name in METADATA for f in path.rglob(name))
+    if not metadata:
+        raise DataError(f"{path}: an imagefolder of pairs needs a metadata.jsonl or metadata.csv with columns "
+                        f"file_name and '{caption_column}' next to its images (docs/data.md)")
+    columns = _metadata_columns(metadata[0])
+    for column in ("file_name", caption_column):
+        if columns is not None and column not in columns:
+            raise DataError(f"{metadata[0]}: no column '{column}' (columns: {', '.join(columns)}); "
+                            + ("name each image in file_name" if column == "file_name"
+                               else "set the task param 'caption_column'"))
+
+
+def _metadata_columns(file: Path) -> list[str] | None:
+    """The columns of an imagefolder's metadata file, from its first row (None: parquet,
+    left to ``datasets``)."""
+    if file.suffix == ".parquet":
+        return None
+    with open(file, encoding="utf-8-sig", errors="replace") as f:
+        first = f.readline()
+    if file.suffix == ".csv":
+        return next(csv.reader([first]), [])
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        raise DataError(f"{file}: line 1 is not a JSON object; write one object per line, e.g. "
+                        '{"file_name": "0001.png", "caption": "a red square"}') from None
+    return list(row) if isinstance(row, dict) else []
+
+
+def check_labelled(path: str | Path, label_column: str = LABEL) -> None:
+    """Pre-flight check of a labelled evaluation set: its layout, classes and label column."""
+    path = Path(path)
+    kind = _exists(path, "a labelled evaluation set: <class>/ folders, train/<class>/ and test/<class>/ "
+                         "folders, parquet or a save_to_disk folder (docs/data.md)")
+    if kind != "imagefolder":
+        for columns in _columns(path, kind):
+            if label_column not in columns:
+                raise DataError(f"{path}: no column '{label_column}' (columns: {', '.join(columns)}); "
+                                f"set the task param 'eval_label_column'")
+        return
+    if (path / "train").is_dir() and not (path / "test").is_dir():
+        raise DataError(f"{path}: no 'test' split (a train/ folder but no test/); add test/<class>/ folders, "
+                        "or put every image in <class>/ folders only to have them split with the task's data_seed")
+    for folder in [path / s for s in SPLITS if (path / s).is_dir()] or [path]:
+        loose = _images(folder)
+        if loose:
+            raise DataError(f"{loose[0]}: an image outside a class folder; the evaluation set's images go in "
+                            f"{folder}/<class>/ folders named after their class")
+        classes = [d for d in folder.iterdir() if d.is_dir() and _images(d)]
+        if len(classes) < 2:
+            raise DataError(f"{folder}: {len(classes)} class folder(s) with images, need at least two "
+                            f"(e.g. {folder}/cat/0001.png, {folder}/dog/0001.png); class names are the "
+                            "folder names")
 
 
 def load_templates(path: str | Path) -> tuple[str, ...]:

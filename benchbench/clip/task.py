@@ -40,6 +40,8 @@ from benchbench.stages import Stage
 
 SYNTHETIC = "synthetic"
 TRAIN_LOG = "train_log.json"
+EVAL_DATA_NEEDED = ("task param eval_data is required with a data path: a labelled evaluation set with "
+                    "<class>/ folders (or test/<class>/ and train/<class>/), see docs/data.md")
 
 
 class ClipPoisoningTask(Task):
@@ -55,8 +57,15 @@ class ClipPoisoningTask(Task):
         image_column: str = Field(clip_data.IMAGE, description="image column of the pairs")
         caption_column: str = Field(clip_data.CAPTION, description="caption column of the pairs")
         eval_data: str | None = Field(None, description="labelled evaluation set (imagefolder with test/<class>/ "
-                                                        "and train/<class>/, or save_to_disk); needed with a data "
-                                                        "path")
+                                                        "and train/<class>/ or flat <class>/ folders, parquet, or "
+                                                        "save_to_disk; docs/data.md); needed with a data path")
+        eval_test_fraction: float = Field(0.5, gt=0, lt=1, description="a flat <class>/ evaluation folder: the "
+                                                                        "fraction of each class that is test images "
+                                                                        "(the rest train the linear probe), split "
+                                                                        "with data_seed")
+        data_name: str | None = Field(None, description="the data set's name on the board; null = the data "
+                                                        "path's folder or file name ('synthetic-shapes' for the "
+                                                        "synthetic world)")
         eval_image_column: str = Field(clip_data.IMAGE, description="image column of the evaluation set")
         eval_label_column: str = Field(clip_data.LABEL, description="ClassLabel column of the evaluation set")
         templates: list[str] | None = Field(None, description="zero-shot prompt templates containing '{}'; None: "
@@ -82,6 +91,8 @@ class ClipPoisoningTask(Task):
         weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains and biases)")
         warmup: float = Field(0.1, ge=0, lt=1, description="fraction of steps of linear lr warm-up")
 
+    added_params: ClassVar = ("eval_test_fraction", "data_name")
+
     presets: ClassVar = {
         "smoke": {"n_train": 256, "n_clean": 64, "n_eval_train": 64, "n_eval_test": 64, "epochs": 1,
                   "batch_size": 64},
@@ -92,7 +103,19 @@ class ClipPoisoningTask(Task):
 
     # -- leaderboard columns -------------------------------------------------------------
     def dataset_name(self) -> str:
+        if self.params.data_name:
+            return self.params.data_name
         return "synthetic-shapes" if self.params.data == SYNTHETIC else Path(self.params.data).name
+
+    def check_data(self) -> None:
+        """The pairs' and the evaluation set's layouts and columns, without decoding an image."""
+        p = self.params
+        if p.data == SYNTHETIC:
+            return
+        if p.eval_data is None:
+            raise ConfigError(EVAL_DATA_NEEDED)
+        clip_data.check_pairs(Path(p.data), p.image_column, p.caption_column)
+        clip_data.check_labelled(Path(p.eval_data), p.eval_label_column)
 
     def model_name(self) -> str:
         return self.params.model
@@ -113,6 +136,8 @@ class ClipPoisoningTask(Task):
         if self.params.data == SYNTHETIC:
             keys += ("n_eval_train", "n_eval_test")
         ident = {k: getattr(self.params, k) for k in keys}
+        if self.params.eval_test_fraction != type(self.params).model_fields["eval_test_fraction"].default:
+            ident["eval_test_fraction"] = self.params.eval_test_fraction  # keys from before the param hold
         ident.update(task_version=self.version, image_size=input_size(self.model_spec()))
         for key in ("data", "eval_data"):
             if ident[key] not in (None, SYNTHETIC):
@@ -132,14 +157,14 @@ class ClipPoisoningTask(Task):
                 pairs_path, eval_path = write_world(Path(tmp) / "world", spec)
                 columns = (clip_data.IMAGE, clip_data.CAPTION, clip_data.IMAGE, clip_data.LABEL)
             elif p.eval_data is None:
-                raise ConfigError("task param eval_data is required with a data path: a labelled evaluation set "
-                                  "with test/<class>/ (and train/<class>/) folders")
+                raise ConfigError(EVAL_DATA_NEEDED)
             else:
                 pairs_path, eval_path = Path(p.data), Path(p.eval_data)
                 columns = (p.image_column, p.caption_column, p.eval_image_column, p.eval_label_column)
             cache = Path(tmp) / "hf-cache"
             pairs = clip_data.load_pairs(pairs_path, size, columns[0], columns[1], cache_dir=cache)
-            evaluation = clip_data.load_labelled(eval_path, size, columns[2], columns[3], cache_dir=cache)
+            evaluation = clip_data.load_labelled(eval_path, size, columns[2], columns[3], cache_dir=cache,
+                                                 split_seed=p.data_seed, test_fraction=p.eval_test_fraction)
             templates = tuple(p.templates) if p.templates else clip_data.load_templates(eval_path)
         order = np.random.default_rng(p.data_seed).permutation(len(pairs))
         if len(pairs) <= p.n_clean:
@@ -173,7 +198,7 @@ class ClipPoisoningTask(Task):
             defense.save_artifacts(out)
             (out / TRAIN_LOG).write_text(json.dumps(log, indent=1))
 
-        parts = {"data": poisoned.key, "defense": defense.identity(), "task": self.identity(),
+        parts = {"data": poisoned.key, "defense": defense.identity(), "task": self.identity(drop=("data_name",)),
                  "seed": ctx.seed}
         return ctx.cache.get_or_build("clip-model", parts, build)
 

@@ -1,5 +1,9 @@
 """One ReID cell, stage by stage: data -> model (per defense and seed) -> gallery
-embeddings (per model) -> attacked queries and ranking (per cell)."""
+embeddings (per model and gallery) -> attacked queries and ranking (per cell).
+
+In the cross-data-set protocol (task param ``eval_data``) the model trains on the task's
+data set and the queries and gallery come from the other one; the model stage's key
+leaves ``eval_data`` out, so it is the model of the training data set's own grid."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -11,25 +15,35 @@ from benchbench.cells import ResolvedCell, stable_hash
 from benchbench.context import RunContext
 from benchbench.reid.api import Embeddings, ReidDefense
 from benchbench.reid.data import ReidData, find_layout_root, load_reid_data
+from benchbench.reid.layouts import MSMT_LISTS
 from benchbench.reid.models import extract_features, load_model, save_model
 from benchbench.reid.synthetic import GENERATOR_VERSION, SyntheticSpec, generate
 from benchbench.reid.trainer import TrainConfig, train
+from benchbench.reid.task import EVALUATION_ONLY
 from benchbench.stages import Stage
 
 
 def data_source(task, ctx: RunContext) -> tuple[str, Path]:
-    """``(data key, layout root)``: the synthetic set as a cached stage, or the user's folder
-    fingerprinted by its file names, sizes and times (edits in place invalidate models)."""
-    p = task.params
+    """``(data key, layout root)`` of the training data set (see ``source``)."""
+    return source(task.params, ctx)
+
+
+def source(p, ctx: RunContext) -> tuple[str, Path]:
+    """``(data key, layout root)`` of the data set task params ``p`` describe: the synthetic
+    set as a cached stage, or the user's folder fingerprinted by its file names, sizes and
+    times (edits in place invalidate models)."""
     if p.data_root:
-        base = find_layout_root(p.data_root)
-        files = sorted((f.relative_to(base).as_posix(), f.stat().st_size, f.stat().st_mtime_ns)
-                       for f in base.glob("*/*.jpg"))
+        base = find_layout_root(p.data_root, p.layout)
+        found = base.rglob("*") if p.layout == "msmt17" else base.glob("*/*.jpg")
+        files = sorted((f.relative_to(base).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in found
+                       if f.suffix == ".jpg" or f.name in MSMT_LISTS)
         return stable_hash({"layout": p.layout, "files": files}), base
     spec = SyntheticSpec(train_ids=p.syn_train_ids, test_ids=p.syn_test_ids, cameras=p.syn_cameras,
                          height=p.height, width=p.width, mean_images_per_id=p.syn_mean_images, seed=p.syn_seed)
-    stage = ctx.cache.get_or_build("reid-synthetic", {"spec": asdict(spec), "generator": GENERATOR_VERSION},
-                                   lambda d: generate(d, spec))
+    parts = {"spec": asdict(spec), "generator": GENERATOR_VERSION}
+    if p.layout != "market1501":  # the default world's key predates other layouts
+        parts["layout"] = p.layout
+    stage = ctx.cache.get_or_build("reid-synthetic", parts, lambda d: generate(d, spec, p.layout))
     return stage.key, stage.path
 
 
@@ -49,7 +63,8 @@ def model_stage(task, defense: ReidDefense, data: ReidData, data_key: str, ctx: 
                       reference=lambda: reference_stage(task, data, data_key, ctx, root))
         save_model(model, out)
 
-    parts = {"data": data_key, "task": task.identity(), "defense": defense.identity(), "seed": ctx.seed}
+    parts = {"data": data_key, "task": task.identity(drop=EVALUATION_ONLY), "defense": defense.identity(),
+             "seed": ctx.seed}
     return ctx.cache.get_or_build("reid-model", parts, build)
 
 
@@ -62,21 +77,37 @@ def reference_stage(task, data: ReidData, data_key: str, ctx: RunContext, root: 
     return model_stage(task, plain, data, data_key, ctx, root)
 
 
-def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext) -> Embeddings:
+def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext,
+                       eval_key: str | None = None) -> Embeddings:
+    """The clean gallery's embeddings by ``model``; ``eval_key``: the gallery's data set
+    when it is not the model's training data set (cross-data-set)."""
+    parts = {"model": model_key} if eval_key is None else {"model": model_key, "gallery_data": eval_key}
     stage = ctx.cache.get_or_build(
-        "reid-gallery", {"model": model_key},
+        "reid-gallery", parts,
         lambda out: save_file({"features": extract_features(model, data.gallery.images)},
                               str(out / "features.safetensors")))
     features = load_file(str(stage.path / "features.safetensors"))["features"]
     return Embeddings(features, data.gallery.pids, data.gallery.camids)
 
 
-def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
+def load_data(task, ctx: RunContext) -> tuple[ReidData, str, Path, str | None]:
+    """``(data, training data key, training layout root, evaluation data key)``: the
+    evaluation key is None unless query and gallery come from another data set."""
+    p = task.params
     data_key, root = data_source(task, ctx)
-    data = load_reid_data(root, (task.params.height, task.params.width), task.params.layout)
+    if p.eval_data is None:
+        return load_reid_data(root, (p.height, p.width), p.layout), data_key, root, None
+    other = p.evaluation()
+    eval_key, eval_root = source(other, ctx)
+    data = load_reid_data(root, (p.height, p.width), p.layout, eval_root=eval_root, eval_layout=other.layout)
+    return data, data_key, root, eval_key
+
+
+def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
+    data, data_key, root, eval_key = load_data(task, ctx)
     trained = model_stage(task, cell.defense, data, data_key, ctx, root)
     model = load_model(trained.path).to(ctx.device)
-    gallery = gallery_embeddings(trained.key, model, data, ctx)
+    gallery = gallery_embeddings(trained.key, model, data, ctx, eval_key)
     attack = cell.attack.build(model, seed=ctx.seed)
     queries = attack(data.query.floats(), data.query.pids)
     query = Embeddings(extract_features(model, queries), data.query.pids, data.query.camids)

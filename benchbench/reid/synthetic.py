@@ -10,23 +10,30 @@ The output is exactly Market-1501's layout (``bounding_box_train/``, ``query/``,
 ``bounding_box_test/``; file names ``PPPP_cCsS_FFFFFF_NN.jpg``; junk images with id
 ``-1`` and distractors with id ``0000`` in the gallery), and is read back through
 torchreid like real data (``benchbench.reid.data``), so the synthetic path tests the
-real one. Counts are deliberately uneven, per identity (a long tail) and per camera (an
-identity is mostly seen by one or two cameras), because the debiasing defense balances
-exactly those.
+real one. ``generate(..., layout=...)`` writes the same images in DukeMTMC-reID's or
+MSMT17's layout instead (without junk images, which neither has), so those loaders are
+exercised too, and two worlds of different seeds in two layouts make a cross-data-set
+pair (docs/data.md). Counts are deliberately uneven, per identity (a long tail) and per
+camera (an identity is mostly seen by one or two cameras), because the debiasing
+defense balances exactly those.
 """
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from benchbench.reid.layouts import CAMERAS, MSMT_LISTS, Layout
+
 GENERATOR_VERSION = "2"  # bump when the drawing changes: it is part of the data stage key
 SPLIT_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 VIEWS = ("front", "back", "side")
 SUPERSAMPLE = 4  # draw at 4x and downsample: smooth edges at 64x32
+MSMT_DIRS = {"train": "train", "query": "test", "gallery": "test"}  # MSMT17_V1's image folders
 
 
 @dataclass(frozen=True)
@@ -256,21 +263,42 @@ def _name(pid: int, cam: int, frame: int, bbox: int) -> str:
     return f"{pid_txt}_c{cam + 1}s1_{frame:06d}_{bbox:02d}.jpg"
 
 
-def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict:
+def _path(layout: Layout, split: str, pid: int, cam: int, frame: int, index: int) -> str:
+    """An image's path under the root in ``layout`` (Market-1501's is ``_name``'s).
+
+    ``index`` counts the identity's images in the order they are written, which is
+    Market-1501's name order (camera, then frame): MSMT17's names sort by it, so every
+    layout lists a split in the same order."""
+    if layout == "market1501":
+        return f"{SPLIT_DIRS[split]}/{_name(pid, cam, frame, 1)}"
+    if layout == "dukemtmcreid":
+        return f"{SPLIT_DIRS[split]}/{pid:04d}_c{cam + 1}_f{frame:07d}.jpg"
+    return f"{MSMT_DIRS[split]}/{pid:04d}/{pid:04d}_{index:03d}_{cam + 1:02d}_0113morning_{frame:04d}_0.jpg"
+
+
+def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec(), layout: Layout = "market1501") -> dict:
     """Write the data set under ``root`` and return its summary (also saved as ``synthetic.json``).
 
     Train and test identities are disjoint, as in Market-1501. Every test identity is
     seen by at least two cameras; for each of its cameras one image becomes a query as
-    long as the gallery keeps an image of it from another camera.
+    long as the gallery keeps an image of it from another camera. ``layout`` names the
+    files as that data set does (MSMT17: ``train/``, ``test/`` and its list files); the
+    images are the same in every layout, and only Market-1501's has junk images.
     """
-    if not 2 <= spec.cameras <= 6:
-        raise ValueError("cameras must be 2..6 (queries need a second camera; Market-1501 "
-                         "file names have one camera digit)")
-    if spec.train_ids + spec.test_ids > 1500:
+    max_cams = CAMERAS[layout]
+    if not 2 <= spec.cameras <= max_cams:
+        raise ValueError(f"cameras must be 2..{max_cams} (queries need a second camera; {layout} "
+                         f"file names hold cameras 1..{max_cams})")
+    if layout == "market1501" and spec.train_ids + spec.test_ids > 1500:
         raise ValueError("at most 1500 identities fit Market-1501's id range")
+    if spec.train_ids + spec.test_ids > 9999:
+        raise ValueError("at most 9999 identities fit four-digit id names")
     root = Path(root)
-    for d in SPLIT_DIRS.values():
+    folders = SPLIT_DIRS if layout != "msmt17" else MSMT_DIRS
+    for d in folders.values():
         (root / d).mkdir(parents=True, exist_ok=True)
+    lists: dict[str, list[str]] = {split: [] for split in SPLIT_DIRS}  # MSMT17's list lines
+    written: Counter[int] = Counter()  # images per identity so far
     rng = np.random.default_rng([spec.seed, 0])
     cameras = [_camera(np.random.default_rng([spec.seed, 1, c])) for c in range(spec.cameras)]
     popularity = rng.dirichlet(np.full(spec.cameras, 1.5))  # busy and quiet cameras
@@ -283,7 +311,12 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict:
         nonlocal frame
         frame += 1
         img = render(person, cameras[cam], spec.height, spec.width, img_rng)
-        img.save(root / SPLIT_DIRS[split] / _name(pid, cam, frame, 1), quality=92)
+        path = _path(layout, split, pid, cam, frame, written[pid])
+        written[pid] += 1
+        (root / path).parent.mkdir(exist_ok=True)
+        img.save(root / path, quality=92)
+        if layout == "msmt17":
+            lists[split].append(f"{path.split('/', 1)[1]} {pid}\n")
         counts[split] += 1
 
     for is_test, group in ((False, train_pids), (True, test_pids)):
@@ -301,7 +334,7 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict:
     for i in range(spec.distractors):
         r = np.random.default_rng([spec.seed, 4, i])
         write("gallery", 0, _person(r), int(r.integers(spec.cameras)), r)
-    for i in range(spec.junk):
+    for i in range(spec.junk if layout == "market1501" else 0):
         r = np.random.default_rng([spec.seed, 5, i])
         cam = int(r.integers(spec.cameras))
         frame += 1
@@ -311,5 +344,11 @@ def generate(root: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> dict:
             root / SPLIT_DIRS["gallery"] / _name(-1, cam, frame, 1), quality=92)
     summary = {"spec": asdict(spec), "images": counts, "train_ids": len(train_pids),
                "test_ids": len(test_pids), "junk": spec.junk, "distractors": spec.distractors}
+    if layout != "market1501":
+        summary.update(layout=layout, junk=0)
+    if layout == "msmt17":
+        for split, name in zip(SPLIT_DIRS, MSMT_LISTS):
+            (root / name).write_text("".join(lists[split]))
+        (root / "list_val.txt").write_text("")  # torchreid's MSMT17 class opens it; no validation split
     (root / "synthetic.json").write_text(json.dumps(summary, indent=1))
     return summary

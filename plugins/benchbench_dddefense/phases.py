@@ -22,7 +22,7 @@ import torch
 from benchbench.cells import stable_hash
 from benchbench.errors import ConfigError, DataError
 from benchbench.numerics import isolated_rng
-from benchbench.reid.data import NAME, ImageSet, LayoutDataset
+from benchbench.reid.data import ImageSet, LayoutDataset
 from benchbench.reid.models import extract_features, load_model
 from benchbench.reid.trainer import Batch, TrainRun
 from benchbench.stages import Stage, StageCache
@@ -34,8 +34,7 @@ from benchbench_dddefense.meta import first_order_meta_step, self_consistency, s
 def train_pid_names(root: Path, layout: str) -> dict[int, int]:
     """Training label -> the data set's identity number, from torchreid's parse of the
     layout (the same relabelling the data layer used)."""
-    return {label: int(NAME.match(Path(path).name).group(1))
-            for path, label, *_ in LayoutDataset(root, layout).train}
+    return LayoutDataset(root, layout).train_names
 
 
 def generator(defense, train: ImageSet, num_ids: int, num_cams: int, cache: StageCache,

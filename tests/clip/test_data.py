@@ -124,3 +124,76 @@ def test_template_column_is_kept_when_the_data_has_it(world, tmp_path):
     rows = [json.loads(line) for line in (world[0] / "train" / "metadata.jsonl").read_text().splitlines()]
     assert list(pairs["template"]) == [r["template"] for r in rows]
     assert all(0 <= t < len(synthetic.TEMPLATES) for t in pairs["template"])
+
+
+def _flat(world, root):
+    """The world's evaluation images in one flat ``<class>/`` folder named ``eval`` (a split
+    keyword to ``datasets``), files named ``test-...``/``train-...`` (keywords too)."""
+    _pairs, evaluation = world
+    for f in sorted(evaluation.rglob("*.png")):
+        split, shape = f.parent.parent.name, f.parent.name
+        (root / shape).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, root / shape / f"{split}-{f.name}")
+    return root
+
+
+def test_flat_class_folders_are_split_per_class_with_the_seed(world, tmp_path):
+    flat = _flat(world, tmp_path / "eval")
+    assert data.is_flat_imagefolder(flat) and not data.is_flat_imagefolder(world[1])
+
+    def load(seed):
+        dd = data.load_labelled(flat, 32, cache_dir=tmp_path / "cache", split_seed=seed)
+        assert set(dd) == {"train", "test"}
+        return [data.Labelled.from_dataset(dd[s]) for s in ("train", "test")]
+
+    train, test = load(0)
+    assert train.classes == test.classes and len(test.classes) == 8
+    assert len(train.labels) == len(test.labels) == 16  # eval_test_fraction 0.5 of 4 images per class
+    assert torch.bincount(test.labels, minlength=8).tolist() == [2] * 8  # stratified: every class in both
+    again, other = load(0)[1], load(1)[1]
+    assert torch.equal(again.images, test.images)
+    assert not torch.equal(other.images, test.images)
+    quarter = data.load_labelled(flat, 32, cache_dir=tmp_path / "cache", test_fraction=0.25)
+    assert len(quarter["test"]) == 8
+
+
+def test_flat_folder_with_a_one_image_class_says_so(world, tmp_path):
+    flat = _flat(world, tmp_path / "eval")
+    (flat / "lonely").mkdir()
+    shutil.copy(next((flat / "circle").iterdir()), flat / "lonely" / "one.png")
+    with pytest.raises(DataError, match="cannot split the flat folder per class.*at least two images"):
+        data.load_labelled(flat, 32, cache_dir=tmp_path / "cache")
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: shutil.rmtree(r / "test"), "no 'test' split"),
+    (lambda r: [shutil.rmtree(d) for d in (r / "test").iterdir()], "test: 0 class folder"),
+    (lambda r: shutil.copy(next((r / "test" / "circle").iterdir()), r / "test" / "loose.png"),
+     "loose.png: an image outside a class folder"),
+    (lambda r: [shutil.rmtree(d) for d in list((r / "test").iterdir())[1:]], "need at least two"),
+])
+def test_eval_layout_problems_are_named_before_loading(world, tmp_path, breakage, message):
+    root = tmp_path / "my_eval"
+    shutil.copytree(world[1], root)
+    breakage(root)
+    with pytest.raises(DataError, match=message):
+        data.check_labelled(root)
+    with pytest.raises(DataError, match=message):
+        data.load_labelled(root, 32, cache_dir=tmp_path / "cache")
+
+
+def test_pairs_layout_problems_are_named_before_loading(tmp_path):
+    root = _imagefolder(tmp_path / "pairs")
+    data.check_pairs(root, caption_column="text")
+    with pytest.raises(DataError, match="metadata.jsonl:.*no column 'caption'.*caption_column"):
+        data.check_pairs(root)
+    (root / "train" / "metadata.jsonl").unlink()
+    with pytest.raises(DataError, match="needs a metadata.jsonl or metadata.csv"):
+        data.check_pairs(root)
+    with pytest.raises(DataError, match="no such file or folder"):
+        data.check_pairs(tmp_path / "nowhere")
+    pairs = data.load_pairs(_imagefolder(tmp_path / "more"), 16, caption_column="text", cache_dir=tmp_path / "c")
+    pairs.to_parquet(str(tmp_path / "pairs.parquet"))
+    data.check_pairs(tmp_path / "pairs.parquet")
+    with pytest.raises(DataError, match="no column 'text'.*caption_column"):
+        data.check_pairs(tmp_path / "pairs.parquet", caption_column="text")

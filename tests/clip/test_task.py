@@ -84,3 +84,20 @@ def test_smoke_preset_and_params_validate():
     assert task.params.epochs == 1 and task.model_name() == "bb-tiny-vit"
     with pytest.raises(ConfigError, match="n_train"):
         ClipPoisoningTask({"n_train": 0})
+
+
+#: the task's params before data_name and eval_test_fraction existed (their defaults are unchanged)
+OLD_PARAMS = {"data", "image_column", "caption_column", "eval_data", "eval_image_column", "eval_label_column",
+              "templates", "n_train", "n_clean", "n_eval_train", "n_eval_test", "data_seed", "model", "pretrained",
+              "image_size", "context_length", "epochs", "batch_size", "lr", "weight_decay", "warmup"}
+
+
+@pytest.mark.parametrize("preset", ["smoke", "default", "paper"])
+def test_new_params_at_their_default_leave_the_keys_alone(preset):
+    """Stored cell keys, stage keys and board protocols of existing grids stay valid."""
+    task = ClipPoisoningTask(preset=preset)
+    assert set(task.identity()["params"]) == OLD_PARAMS
+    assert "eval_test_fraction" not in task._data_identity()
+    named = ClipPoisoningTask({"data_name": "mine"}, preset=preset)
+    assert named.dataset_name() == "mine" and "data_name" in named.identity()["params"]
+    assert named.identity(drop=("data_name",)) == task.identity()  # the model stage: renaming retrains nothing
