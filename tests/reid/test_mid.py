@@ -63,7 +63,8 @@ def test_cyclic_consistency_trains_the_student_only():
 
 
 def test_decoder_images_have_the_data_size_and_range():
-    out = FeatureDecoder(16, (30, 14), (8, 4)).eval()(torch.randn(3, 16))
+    with torch.no_grad():
+        out = FeatureDecoder(16, (30, 14), (8, 4)).eval()(torch.randn(3, 16))
     assert out.shape == (3, 3, 30, 14) and 0 <= float(out.min()) and float(out.max()) <= 1
 
 
