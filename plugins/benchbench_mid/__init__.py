@@ -48,6 +48,9 @@ What is our reading (the paper is on image classification; this is ReID):
 
 The defaults are a CPU budget, chosen on cost alone: one meta-train member and one
 attack iteration per step (``meta_train_attacks: 1``, ``steps: 1``, ``alpha`` = ``eps``).
+Measured on the default task (CPU seconds, one thread, 6 steps on a loaded 2-core VM):
+1.38 s a step against metric-at's 0.89 and none's 0.36, so about 400 s a model (metric-at
+250 s), plus about 95 s once per teacher for the 1000 decoder steps.
 ``paper`` keeps the script's structure: every other member in meta-train, 40 iterations
 of eps/30 (its 0.01 at eps 0.3), crafted against the teacher.
 """
