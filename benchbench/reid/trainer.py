@@ -137,11 +137,12 @@ class TrainRun:
         self.optimizer.step()
         return {k: float(v.detach()) for k, v in terms.items()}
 
-    def build_attack(self, name: str, params: dict[str, Any] | None = None) -> "Attack":
+    def build_attack(self, name: str, params: dict[str, Any] | None = None,
+                     model: torch.nn.Module | None = None) -> "Attack":
         """A registered ReID attack bound to the model being trained (for adversarial
-        training or an attack pool), seeded from this run."""
+        training or an attack pool), or to ``model`` (a fixed teacher), seeded from this run."""
         cls = _attack_registry().get("attack", "reid", name)
-        return cls(params or {}).build(self.model, seed=self.seed)
+        return cls(params or {}).build(self.model if model is None else model, seed=self.seed)
 
 
 def _batches(train: ImageSet, config: TrainConfig) -> Iterator[torch.Tensor]:

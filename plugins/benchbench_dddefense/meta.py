@@ -1,4 +1,4 @@
-"""Adversarially-enhanced self-meta learning: meta-splits and a first-order meta-update.
+"""Adversarially-enhanced self-meta learning: the meta-splits and the self-consistency term.
 
 Our reading of DDDefense's self-meta phase (the paper's details are not public; see
 ``/work/shared/ALGORITHMS.md``), in the style of MLDG (Li et al. 2018) and of the same
@@ -8,7 +8,8 @@ The meta-train loss (meta-train identities under a seen attack) takes a virtual 
 step; the meta-test loss (meta-test identities under a held-out attack) is evaluated
 at the stepped weights; the real update follows the sum of both gradients, first order
 (the meta-test gradient taken at the stepped weights is applied to the original ones,
-as first-order MAML does). A gradient that only helps on the identities and attack of
+as first-order MAML does; ``benchbench.reid.meta.first_order_meta_step``, shared with
+MID). A gradient that only helps on the identities and attack of
 the inner step is thereby not enough: it must also help on identities and an attack
 the inner step did not see.
 
@@ -18,7 +19,7 @@ which ReID keeps at inference, holds the robustness rather than the classifier.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,32 +54,3 @@ def self_consistency(adv_features: torch.Tensor, clean_features: torch.Tensor) -
     """Mean squared distance between normalised adversarial features and the detached
     normalised clean features of the same images (the model as its own teacher)."""
     return (F.normalize(adv_features, dim=1) - F.normalize(clean_features.detach(), dim=1)).pow(2).sum(1).mean()
-
-
-def first_order_meta_step(params: Sequence[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                          meta_train_loss: Callable[[], torch.Tensor], meta_test_loss: Callable[[], torch.Tensor],
-                          inner_lr: float, meta_test_weight: float = 1.0) -> tuple[float, float]:
-    """One first-order meta-update of ``params``; returns (meta-train, meta-test) losses.
-
-    theta' = theta - inner_lr * grad L_train(theta); the optimizer then steps theta along
-    grad L_train(theta) + meta_test_weight * grad L_test(theta'). The losses are
-    closures so that the meta-test one (e.g. its attack) runs at theta'.
-    """
-    params = [p for p in params if p.requires_grad]
-    train_loss = meta_train_loss()
-    g_train = torch.autograd.grad(train_loss, params, allow_unused=True)
-    g_train = [torch.zeros_like(p) if g is None else g for p, g in zip(params, g_train)]
-    saved = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for p, g in zip(params, g_train):
-            p.sub_(inner_lr * g)
-    test_loss = meta_test_loss()
-    g_test = torch.autograd.grad(test_loss, params, allow_unused=True)
-    with torch.no_grad():
-        for p, w in zip(params, saved):
-            p.copy_(w)
-    optimizer.zero_grad(set_to_none=True)
-    for p, g_tr, g_te in zip(params, g_train, g_test):
-        p.grad = g_tr if g_te is None else g_tr + meta_test_weight * g_te
-    optimizer.step()
-    return float(train_loss.detach()), float(test_loss.detach())
