@@ -244,5 +244,5 @@ def test_pareto_plots_follow_metric_roles(board_dir, tmp_path):
         (("error", "abs_error"), ("error", "abs_error")), (("error", "score"), ("error", "score"))]
     assert pareto_plots(reid_like)[1].stem == "pareto-toy50-mean-error-score-clean-vs-attacked"  # not score-vs-score
     asr = ParetoPlot("d", "m", ("linear-probe", "top1"), ("asr", "asr"))
-    assert asr.stem == "pareto-d-m-linear-probe-top1-vs-asr" and metric_label("asr", "asr") == "asr"
+    assert asr.stem == "pareto-d-m-linear_probe-top1-vs-asr" and metric_label("asr", "asr") == "asr"
     assert pareto_plots(Board(board.track, board.protocol, e.assign(role=None))) == []

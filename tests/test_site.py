@@ -98,7 +98,7 @@ def _hand_board(values: dict[tuple[str, str], list[float]], role: str | None = "
 
 def _heat_cells(page: str) -> list[list[tuple[str, bool]]]:
     """Per heat-map body row: (background colour, marked best) of each value cell."""
-    body = page.split('class="sortable heatmap"')[1].split("</tbody>")[0]
+    body = page.split('class="sortable heatmap"')[1].split("<tbody>")[1].split("</tbody>")[0]
     return [[(colour, best == ' class="best"')
              for best, colour in re.findall(r'<td( class="best")? data-value="[^"]*" style="background:(#[0-9a-f]{6})"',
                                             row)]
