@@ -142,7 +142,7 @@ def titles(board: Board, plot: ParetoPlot) -> tuple[str, str, str]:
     u, r = metric_label(*plot.utility), metric_label(*plot.robustness)
     n_seeds = sorted(set(_rows(board, plot, plot.utility)["n_seeds"]))
     what = f"{r} under attack vs clean {u}" if not plot.same_metric else f"{u}: clean vs under attack"
-    title = (f"{board.track} (preset {board.preset}): {plot.dataset} / {plot.model}\n{what}; one point per "
+    title = (f"{board.track} (preset {board.preset}): {plot.dataset} / {plot.model}\n{what}\none point per "
              f"defense, mean ± std over {'/'.join(map(str, n_seeds))} seeds")
 
     def direction(metric: tuple[str, str]) -> str:
@@ -186,7 +186,7 @@ def draw(board: Board, plot: ParetoPlot) -> "Figure":
     ax.set_ylabel(ylabel, parse_math=False, fontsize=9)
     ax.set_title(title, parse_math=False, fontsize=10)
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", fontsize=8, title="defense (hollow: dominated)", title_fontsize=8)
+    fig.legend(loc="outside right center", fontsize=8, title="defense (hollow: dominated)", title_fontsize=8)
     return fig
 
 
