@@ -55,14 +55,17 @@ class Metric:
     clean column (attack ``none``) is the model's clean utility and its attacked
     columns what is left of it under attack; ``"robustness"`` measures only the attack
     (attack success rate); ``"cost"`` is what training took (seconds, steps: the board's
-    efficiency table); ``None`` is none of these (diagnostics).
+    efficiency table); ``"diagnostic"`` describes the cell rather than ranks the defenses
+    (a base rate, a spread that a collapsed model also minimises): the boards show it on
+    a neutral colour scale and never mark a best entry; ``None`` is a quality worth
+    ranking that is neither axis of a Pareto plot (a re-matching error rate).
     """
 
     name: str
     higher_is_better: bool
     description: str
     formula_version: str = "1"
-    role: Literal["utility", "robustness", "cost"] | None = None
+    role: Literal["utility", "robustness", "cost", "diagnostic"] | None = None
     # The values the metric can take: ``validate`` rejects an entry outside them (an
     # ASR of 2.0 is a bug, not a result). ``None``: unbounded on that side. Rates and
     # accuracies pass ``**RATE``.

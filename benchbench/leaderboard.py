@@ -40,13 +40,15 @@ from benchbench.store import Store
 if TYPE_CHECKING:
     from benchbench.registry import Registry
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # 5: the board's preset; role "diagnostic"
 SCHEMA_PATH = Path(__file__).with_name("leaderboard.schema.json")
 KEY_COLUMNS = ["track", "dataset", "model", "defense", "attack", "evaluator", "metric"]
 CLEAN = "none"  # every track's clean reference attack and standard-training defense
 SEEN_MARK = "†"  # the defense trained against this attack: not a generalisation test
 SUBMITTED_MARK = "‡"
 COST = "cost"  # the metric role of training cost: the efficiency table, not a heat map
+DIAGNOSTIC = "diagnostic"  # a metric role that describes cells, never ranks defenses: no best mark
+SMOKE = "smoke"  # the test-size preset: its numbers check the pipeline, they rank nothing
 
 Writer = Callable[["Board", Path], list[Path]]
 
@@ -60,12 +62,19 @@ class Board:
     entries: pd.DataFrame  # KEY_COLUMNS + value, std, ci_low, ci_high, seeds, ..., provenance
     # "evaluator/metric" -> {"description", "references"}: what each metric means, as declared
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    preset: str = "default"  # the grid's --preset: smoke boards are test-size and rank nothing
+
+    @property
+    def ranks(self) -> bool:
+        """Whether the board marks best entries at all (not on the test-size preset)."""
+        return self.preset != SMOKE
 
     def to_json(self) -> dict[str, Any]:
         return {
             "schema_version": SCHEMA_VERSION,
             "track": self.track,
             "protocol": self.protocol,
+            "preset": self.preset,
             "generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "metrics": self.metrics,
             "entries": json.loads(self.entries.to_json(orient="records", double_precision=15)),
@@ -74,7 +83,8 @@ class Board:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Board":
         """A board from its published JSON (e.g. after merging submissions)."""
-        return cls(data["track"], data["protocol"], pd.DataFrame(data["entries"]), data.get("metrics", {}))
+        return cls(data["track"], data["protocol"], pd.DataFrame(data["entries"]), data.get("metrics", {}),
+                   data["preset"])
 
     def definition(self, evaluator: str, metric: str) -> dict[str, Any]:
         return self.metrics.get(f"{evaluator}/{metric}", {})
@@ -194,7 +204,7 @@ def _variant_labels(df: pd.DataFrame, role: str) -> pd.Series:
 
 def build_boards(store_path: str | Path, roles: Roles | None = None,
                  definitions: Definitions | None = None) -> list[Board]:
-    """One board per (track, protocol) from every ``ok`` cell in the store. ``roles``
+    """One board per (track, protocol, preset) from every ``ok`` cell in the store. ``roles``
     (see ``declared_roles``) and ``definitions`` (``declared_definitions``) fill what
     the stored results lack."""
     with Store(store_path) as store:
@@ -202,8 +212,9 @@ def build_boards(store_path: str | Path, roles: Roles | None = None,
     if df.empty:
         raise ConfigError(f"no finished cells in {store_path}; run `benchbench grid CONFIG` first")
     df["protocol"] = df["components_json"].map(_protocol)
+    df["preset"] = df["preset"].fillna("unknown")  # groupby would drop a NULL preset's rows
     boards = []
-    for (track, protocol), tdf in df.groupby(["track", "protocol"], sort=True):
+    for (track, protocol, preset), tdf in df.groupby(["track", "protocol", "preset"], sort=True):
         tdf = tdf.assign(attack_name=tdf["attack"], attack=_variant_labels(tdf, "attack"),
                          defense=_variant_labels(tdf, "defense"))
         groups = list(tdf.groupby(KEY_COLUMNS, sort=True))
@@ -213,7 +224,7 @@ def build_boards(store_path: str | Path, roles: Roles | None = None,
             d = _definition(key, g, definitions or {})
             metrics.setdefault(f"{key[5]}/{key[6]}", {"description": d.get("description", ""),
                                                       "references": list(d.get("references", []))})
-        boards.append(Board(track, protocol, pd.DataFrame(rows), metrics))
+        boards.append(Board(track, protocol, pd.DataFrame(rows), metrics, preset))
     return boards
 
 
@@ -237,6 +248,11 @@ class MetricTable:
     description: str = ""  # what the metric measures, with its range and reference points
     # reference metric name -> attack -> its mean over defenses (rows under the defenses)
     references: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def metric_label(evaluator: str, metric: str) -> str:
+    """How views name a metric: ``linear-probe / top1``, but ``asr``, not ``asr / asr``."""
+    return metric if metric == evaluator else f"{evaluator} / {metric}"
 
 
 def _clean_first(names: set[str]) -> list[str]:
@@ -266,7 +282,13 @@ def _explain(board: Board, evaluator: str, metric: str, m: pd.DataFrame) -> str:
     refs = definition.get("references", [])
     if refs:
         parts.append(f"Reference rows: {', '.join(refs)} (mean over defenses).")
+    if m["role"].iloc[0] == DIAGNOSTIC:
+        parts.append(DIAGNOSTIC_NOTE)
     return " ".join(p for p in parts if p)
+
+
+DIAGNOSTIC_NOTE = ("Diagnostic: it describes the models, it does not rank the defenses, so no entry is marked "
+                   "best; read it next to the utility tables.")
 
 
 def reference_metrics(board: Board) -> set[tuple[str, str]]:
@@ -275,7 +297,8 @@ def reference_metrics(board: Board) -> set[tuple[str, str]]:
 
 
 def metric_tables(board: Board) -> list[MetricTable]:
-    """One table per (data set, model, evaluator, metric), with its clear leads per column.
+    """One table per (data set, model, evaluator, metric), with its clear leads per column
+    (none for a diagnostic metric, none on a smoke board).
 
     Cost metrics go to the efficiency table and reference metrics (chance, a random
     floor) become rows of the tables that cite them. A board normally holds one data set
@@ -299,7 +322,8 @@ def metric_tables(board: Board) -> list[MetricTable]:
                      & (e["metric"] == ref)]
             if len(rows):
                 table.references[ref] = rows.groupby("attack")["value"].mean().to_dict()
-        for attack, column in m.groupby("attack"):
+        ranked = board.ranks and first["role"] != DIAGNOSTIC
+        for attack, column in m.groupby("attack") if ranked else ():
             best = clear_best(column, first["direction"] == "higher")
             if best is not None:
                 table.best.add((column.loc[best, "defense"], attack))
@@ -331,6 +355,11 @@ def cost_tables(board: Board) -> list[CostTable]:
     return tables
 
 
+def heading_note(t: MetricTable) -> str:
+    """What a table's heading says about reading it: the direction, or that it ranks nothing."""
+    return "diagnostic, not ranked" if t.role == DIAGNOSTIC else f"{t.direction} is better"
+
+
 def _marks(entry: pd.Series) -> str:
     seen = SEEN_MARK if entry.get("seen_in_training") is True else ""
     return seen + (SUBMITTED_MARK if entry.get("source") == "submitted" else "")
@@ -348,10 +377,13 @@ def fmt_cost(value: float) -> str:
 def describe(board: Board) -> str:
     """The one-paragraph header every view starts with."""
     e = board.entries
-    return (f"Protocol {board.protocol}; data set(s): {', '.join(sorted(set(e['dataset'])))}; "
-            f"model(s): {', '.join(sorted(set(e['model'])))}. Mean ± std over seeds "
-            f"(n = {', '.join(map(str, sorted(set(e['n_seeds']))))}). Bold: the best entry of a column, "
-            f"marked only where it lies outside the runner-up's 95% bootstrap interval over seeds. "
+    best = (f"Bold: the best entry of a column, marked only where it lies outside the runner-up's 95% "
+            f"bootstrap interval over seeds, and never on a diagnostic metric. " if board.ranks else
+            f"The {SMOKE} preset is the test size: its numbers check the pipeline and rank nothing, so no "
+            f"entry is marked best. ")
+    return (f"Preset {board.preset}; protocol {board.protocol}; data set(s): "
+            f"{', '.join(sorted(set(e['dataset'])))}; model(s): {', '.join(sorted(set(e['model'])))}. "
+            f"Mean ± std over seeds (n = {', '.join(map(str, sorted(set(e['n_seeds']))))}). {best}"
             f"{SEEN_MARK}: the defense trained against this attack (seen in training); every other attacked "
             f"column is an attack it never saw, a generalisation test. "
             f"{SUBMITTED_MARK}: submitted by others, not re-run here.")
@@ -386,7 +418,7 @@ def markdown(board: Board) -> str:
     several = len({(t.dataset, t.model) for t in [*tables, *costs]}) > 1
     for t in tables:
         where = f" on {t.dataset} / {t.model}" if several else ""
-        lines += [md_escape(f"## {t.evaluator} / {t.metric}{where} ({t.direction} is better)"), ""]
+        lines += [md_escape(f"## {metric_label(t.evaluator, t.metric)}{where} ({heading_note(t)})"), ""]
         if t.description:
             lines += [md_escape(t.description), ""]
         rows = []
@@ -470,9 +502,9 @@ def write_boards(boards: list[Board], out_dir: str | Path, writers: dict[str, Wr
     tracks = [b.track for b in boards]
     dup = next((t for t in tracks if tracks.count(t) > 1), None)
     if dup:
-        raise ConfigError(f"the store mixes protocols for track '{dup}' ("
-                          f"{', '.join(b.protocol for b in boards if b.track == dup)}); "
-                          f"use one store per protocol (--store)")
+        raise ConfigError(f"the store mixes protocols or presets for track '{dup}' ("
+                          f"{', '.join(f'{b.protocol} {b.preset}' for b in boards if b.track == dup)}); "
+                          f"use one store per protocol and preset (--store)")
     collected: list[str] = []
     paths = [p for board in boards for p in write_board(board, Path(out_dir) / board.track, writers, collected)]
     if failures is None and collected:
@@ -562,6 +594,8 @@ def _against_problems(data: dict[str, Any], ref: dict[str, Any]) -> list[str]:
     problems = []
     if data["track"] != ref["track"]:
         problems.append(f"track '{data['track']}' differs from the reference's '{ref['track']}'")
+    if data["preset"] != ref["preset"]:
+        problems.append(f"preset '{data['preset']}' differs from the reference's '{ref['preset']}'")
     if data["protocol"] != ref["protocol"]:
         problems.append(f"protocol {data['protocol']} differs from the reference's {ref['protocol']} "
                         f"(different task version or task params: the numbers are not comparable)")

@@ -58,12 +58,14 @@ def carry_submissions(board: Board, previous: dict[str, Any]) -> tuple[Board, li
     if not submitted:
         return board, []
     problems = validate_board(previous)
-    if problems or previous["protocol"] != board.protocol:
-        why = problems[0] if problems else f"its protocol {previous['protocol']} is not {board.protocol}"
+    if problems or (previous["protocol"], previous["preset"]) != (board.protocol, board.preset):
+        why = problems[0] if problems else (f"its protocol and preset {previous['protocol']} {previous['preset']} "
+                                            f"are not {board.protocol} {board.preset}")
         return board, [f"dropped {len(submitted)} submitted entries of the previous board: {why}"]
     measured = {tuple(k) for k in board.entries[KEY_COLUMNS].itertuples(index=False)}
     kept = [e for e in submitted if _key(e) not in measured]
     notes = [f"re-measured here, replaces a submitted entry: {dict(zip(KEY_COLUMNS[3:], _key(e)[3:]))}"
              for e in submitted if _key(e) in measured]
     entries = pd.concat([board.entries, pd.DataFrame(kept)], ignore_index=True) if kept else board.entries
-    return Board(board.track, board.protocol, entries, {**previous.get("metrics", {}), **board.metrics}), notes
+    return Board(board.track, board.protocol, entries, {**previous.get("metrics", {}), **board.metrics},
+                 board.preset), notes

@@ -1,7 +1,9 @@
 """A static ``index.html`` per track: opens from disk, no server, no external files.
 
 It shows, from the board alone: one heat map per metric (defense rows x attack
-columns, coloured from worst to best by the metric's direction, clear leads in bold),
+columns, each column coloured on its own scale from its worst to its best entry, so
+colour compares defenses under one attack and never says "attacks hurt"; diagnostic
+metrics on a neutral scale; clear leads in bold),
 the Pareto plots of ``benchbench.plots``, and every entry with its per-seed values and
 provenance. Every table sorts on a header click (a few lines of inline JavaScript).
 
@@ -14,10 +16,12 @@ import html
 import math
 from pathlib import Path
 
+import pandas as pd
+
 from benchbench.hookspecs import hookimpl
-from benchbench.leaderboard import (COST_NOTE, Board, MetricTable, cost_tables, describe, fmt_cost, fmt_value,
-                                    metric_tables)
-from benchbench.plots import pareto_plots, write_plots
+from benchbench.leaderboard import (COST_NOTE, DIAGNOSTIC, Board, MetricTable, cost_tables, describe, fmt_cost,
+                                    fmt_value, heading_note, metric_label, metric_tables)
+from benchbench.plots import pareto_plots, pooled_attacks, titles, write_plots
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 75em; padding: 0 1em; color: #222; }
@@ -28,9 +32,11 @@ th { background: #f3f3f3; cursor: pointer; user-select: none; }
 th[aria-sort=ascending]::after { content: " ▲"; }
 th[aria-sort=descending]::after { content: " ▼"; }
 td.best { font-weight: bold; outline: 2px solid #222; }
+table.entries { font-size: 12px; width: 100%; }
+table.entries td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 8em; }
 tr.reference td { font-style: italic; color: #555; background: #fafafa; }
-figure { display: inline-block; margin: 0 1em 1em 0; }
-figure img { max-width: 36em; }
+figure { display: inline-block; margin: 0 1em 1em 0; max-width: 46em; vertical-align: top; }
+figure img { max-width: 100%; }
 .small { font-size: 12px; color: #555; }
 """
 
@@ -77,25 +83,43 @@ def _ci(entry) -> str:
     return f"95% CI [{entry['ci_low']:.3f}, {entry['ci_high']:.3f}]"
 
 
+def column_positions(t: MetricTable) -> dict[tuple[str, str], float]:
+    """Where each cell lies on its own column's scale, 0 (smallest) to 1 (largest).
+
+    Each attack column is scaled alone: a table-wide scale would colour every clean
+    column "good" and every attacked one "bad", which says that attacks hurt, not which
+    defense is best. A column spans at least twice its entries' mean seed std, so
+    differences within the seeds' spread stay near the middle (pale) instead of being
+    stretched to the two ends.
+    """
+    positions = {}
+    for attack in t.attacks:
+        column = [(d, t.cells[d, attack]) for d in t.defenses if (d, attack) in t.cells]
+        values = [float(entry["value"]) for _, entry in column]
+        noise = sum(float(entry["std"]) for _, entry in column) / len(column)
+        mid, span = (min(values) + max(values)) / 2, max(max(values) - min(values), 2 * noise)
+        for (defense, _), v in zip(column, values):
+            positions[defense, attack] = 0.5 if span == 0 else 0.5 + (v - mid) / span
+    return positions
+
+
 def _heat(t: MetricTable) -> dict[tuple[str, str], str]:
-    """Background colour per cell, scaled within the table, direction-aware."""
+    """Background colour per cell: worst red to best blue within its column (direction-aware);
+    a diagnostic metric, which ranks nothing, in light purples (darker: larger)."""
     import matplotlib  # here, not at import: every command loads the writers
     from matplotlib.colors import to_hex
 
+    if t.role == DIAGNOSTIC:
+        neutral = matplotlib.colormaps["Purples"]
+        return {cell: to_hex(neutral(0.05 + 0.4 * pos)) for cell, pos in column_positions(t).items()}
     colors_of = matplotlib.colormaps["RdYlBu"]  # red = worst, blue = best; readable under black text
-    values = [entry["value"] for entry in t.cells.values()]
-    lo, hi = min(values), max(values)
-    colors = {}
-    for cell, entry in t.cells.items():
-        good = 0.5 if hi == lo else (entry["value"] - lo) / (hi - lo)
-        good = good if t.direction == "higher" else 1 - good
-        colors[cell] = to_hex(colors_of(0.2 + 0.6 * good))
-    return colors
+    return {cell: to_hex(colors_of(0.2 + 0.6 * (pos if t.direction == "higher" else 1 - pos)))
+            for cell, pos in column_positions(t).items()}
 
 
 def _metric_section(t: MetricTable, several: bool) -> str:
     where = f" on {t.dataset} / {t.model}" if several else ""
-    role = f", role: {t.role}" if isinstance(t.role, str) else ""
+    role = f", role: {t.role}" if isinstance(t.role, str) and t.role != DIAGNOSTIC else ""
     head = "".join(f"<th>{_e(a)}</th>" for a in ["defense", *t.attacks])
     colors = _heat(t)
     rows = []
@@ -111,13 +135,13 @@ def _metric_section(t: MetricTable, several: bool) -> str:
                          f' title="{_e(_ci(entry))}; n = {entry["n_seeds"]}">{_e(fmt_value(entry))}</td>')
         rows.append(f"<tr>{''.join(cells)}</tr>")
     for ref, by_attack in t.references.items():  # not in the body: sorting leaves them under the defenses
-        cells = "".join(f'<td>{_num(by_attack[a]) if a in by_attack else "–"}</td>' for a in t.attacks)
+        cells = "".join(f'<td>{f"{by_attack[a]:.3f}" if a in by_attack else "–"}</td>' for a in t.attacks)
         rows.append(f'<tr class="reference"><td class="text">{_e(ref)} (reference)</td>{cells}</tr>')
     n_defenses = len(t.defenses)
     body, foot = rows[:n_defenses], rows[n_defenses:]
     about = f"<p class=small>{_e(t.description)}</p>\n" if t.description else ""
-    return (f"<h3>{_e(t.evaluator)} / {_e(t.metric)}{_e(where)} "
-            f"<span class=small>({_e(t.direction)} is better{_e(role)})</span></h3>\n{about}"
+    return (f"<h3>{_e(metric_label(t.evaluator, t.metric))}{_e(where)} "
+            f"<span class=small>({_e(heading_note(t))}{_e(role)})</span></h3>\n{about}"
             f'<table class="sortable heatmap"><thead><tr>{head}</tr></thead>\n'
             f"<tbody>{''.join(body)}</tbody>{f'<tfoot>{chr(10).join(foot)}</tfoot>' if foot else ''}</table>")
 
@@ -144,9 +168,11 @@ def _cost_section(board: Board, several: bool) -> str:
 def _pareto_section(board: Board) -> str:
     figures = []
     for plot in pareto_plots(board):
-        u, r = (" / ".join(m) for m in (plot.utility, plot.robustness))
-        figures.append(f'<figure><img src="{_e(plot.stem)}.svg" alt="{_e(f"{r} under attack vs clean {u}")}">'
-                       f'<figcaption class=small>clean {_e(u)} vs {_e(r)} under attack '
+        title, _, _ = titles(board, plot)
+        what = title.splitlines()[1]
+        attacks = ", ".join(pooled_attacks(board, plot))
+        figures.append(f'<figure><img src="{_e(plot.stem)}.svg" alt="{_e(what)}">'
+                       f'<figcaption class=small>{_e(what)}; under attack: mean over {_e(attacks)} '
                        f'(<a href="{_e(plot.stem)}.png">PNG</a>)</figcaption></figure>')
     if not figures:
         return ("<p class=small>No Pareto plot: it needs metrics whose evaluators declare a role "
@@ -154,34 +180,45 @@ def _pareto_section(board: Board) -> str:
     return "\n".join(figures)
 
 
-ENTRY_COLUMNS = ["dataset", "model", "defense", "attack", "evaluator", "metric", "mean", "std",
-                 "95% CI", "per seed", "direction", "role", "range", "seen in training", "source",
-                 "defense plugin", "attack plugin", "git commit"]
+ENTRY_COLUMNS = ["defense", "attack", "metric", "mean", "std", "95% CI", "per seed", "seen in training",
+                 "source", "plugins (defense; attack)", "git commit"]
 
 
-def _range(e) -> str:
-    low, high = (None if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                 for v in (e.get("low"), e.get("high")))
-    return "" if low is None and high is None else f"[{'-∞' if low is None else low}, {'∞' if high is None else high}]"
+def _fmt(value: float, entry) -> str:
+    """A number as the tables show it: 3 decimals for a metric bounded by 1, else 3 significant
+    digits (whole numbers from 100 on: seconds, steps)."""
+    high = entry.get("high")
+    return f"{value:.3f}" if high is not None and not pd.isna(high) and high <= 1 else fmt_cost(value)
 
 
 def _entries_section(board: Board) -> str:
+    """Every entry, one row each, in columns narrow enough for the page: data set and model
+    (one per board, normally) go to a column only when the board holds several."""
+    several = board.entries[["dataset", "model"]].drop_duplicates().shape[0] > 1
     rows = []
     for _, e in board.entries.iterrows():
         prov = e["provenance"] if isinstance(e["provenance"], dict) else {}
-        per_seed = ", ".join(f"{s}: {v:.4g}" for s, v in zip(e["seeds"], e["seed_values"]))
-        ci = "" if e["ci_low"] is None or math.isnan(e["ci_low"]) else f"[{e['ci_low']:.4g}, {e['ci_high']:.4g}]"
-        text = [e["dataset"], e["model"], e["defense"], e["attack"], e["evaluator"], e["metric"]]
+        per_seed = ", ".join(f"{s}: {_fmt(v, e)}" for s, v in zip(e["seeds"], e["seed_values"]))
+        no_ci = e["ci_low"] is None or math.isnan(e["ci_low"])
+        ci = "" if no_ci else f"[{_fmt(e['ci_low'], e)}, {_fmt(e['ci_high'], e)}]"
+        text = [*((f"{e['dataset']} / {e['model']}",) if several else ()), e["defense"], e["attack"],
+                metric_label(e["evaluator"], e["metric"])]
         cells = [f'<td class="text">{_e(v)}</td>' for v in text]
-        cells += [f'<td data-value="{_num(e[c])}">{_num(e[c])}</td>' for c in ("value", "std")]
-        cells += [f'<td data-value="{_num(e["ci_low"])}">{_e(ci)}</td>']
+        cells += [f'<td data-value="{_num(e[c])}">{_e(_fmt(e[c], e))}</td>' for c in ("value", "std")]
+        cells += [f'<td data-value="{_num(e["ci_low"])}">{_e(ci)}</td>',
+                  f'<td class="text wrap">{_e(per_seed)}</td>']
         cells += [f'<td class="text">{_e(v)}</td>' for v in (
-            per_seed, e["direction"], e["role"] if isinstance(e["role"], str) else "", _range(e),
-            "yes" if e.get("seen_in_training") is True else "", e["source"],
-            prov.get("defense", ""), prov.get("attack", ""), ", ".join(prov.get("git_commit", [])))]
+            "yes" if e.get("seen_in_training") is True else "", e["source"])]
+        plugins = "; ".join(prov.get(k, "") for k in ("defense", "attack"))
+        commits = ", ".join(c[:12] for c in prov.get("git_commit", []))
+        cells += [f'<td class="text wrap">{_e(plugins)}</td>',
+                  f'<td class="text" title="{_e(", ".join(prov.get("git_commit", [])))}">{_e(commits)}</td>']
         rows.append(f"<tr>{''.join(cells)}</tr>")
-    head = "".join(f"<th>{_e(c)}</th>" for c in ENTRY_COLUMNS)
-    return (f'<table class="sortable entries"><thead><tr>{head}</tr></thead>\n'
+    columns = [*(["data set / model"] if several else []), *ENTRY_COLUMNS]
+    head = "".join(f"<th>{_e(c)}</th>" for c in columns)
+    return (f"<p class=small>Each metric's direction and range are in its table above (and in the JSON). "
+            f"Hover a commit for its full hash.</p>\n"
+            f'<table class="sortable entries"><thead><tr>{head}</tr></thead>\n'
             f"<tbody>{chr(10).join(rows)}</tbody></table>")
 
 
@@ -196,9 +233,12 @@ def render(board: Board) -> str:
 <link rel="icon" href="data:,">
 <style>{CSS}</style></head>
 <body>
-<h1>{_e(board.track)} leaderboard</h1>
-<p>{_e(describe(board))} Cells are coloured from worst (red) to best (blue) within each table;
-hover a cell for its interval. Click a column header to sort. Data:
+<h1>{_e(board.track)} leaderboard <span class=small>preset {_e(board.preset)}</span></h1>
+<p>{_e(describe(board))}</p>
+<p>Each column is coloured on its own scale, from its worst (red) to its best (blue) entry: colour
+compares the defenses under one attack, never one attack with another, and entries closer than
+their seeds' spread stay pale. Diagnostic tables are purple (darker: larger, not better).
+Hover a cell for its interval. Click a column header to sort. Data:
 <a href="leaderboard.json">JSON</a> (schema-checked by <code>benchbench validate</code>),
 <a href="leaderboard.csv">CSV</a>.</p>
 <h2>Per metric: defense × attack</h2>

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 
 from benchbench.grid import run_grid
-from benchbench.leaderboard import (Board, build_boards, declared_roles, markdown, metric_tables, validate_board,
-                                    write_boards)
+from benchbench.leaderboard import (Board, build_boards, declared_roles, markdown, metric_label, metric_tables,
+                                    validate_board, write_boards)
 from benchbench.store import Store
-from benchbench.plots import pareto_plots, pareto_points, write_plots
+from benchbench.plots import ParetoPlot, pareto_plots, pareto_points, titles, write_plots
 from benchbench.stats import bootstrap_ci
 
 
@@ -67,7 +67,8 @@ def test_bootstrap_interval():
     assert bootstrap_ci([1.0, 1.0, 1.0]) == (1.0, 1.0)
 
 
-def _board(values: dict[tuple[str, str], list[float]], direction: str = "higher") -> Board:
+def _board(values: dict[tuple[str, str], list[float]], direction: str = "higher", role: str = "utility",
+           preset: str = "default") -> Board:
     """A hand-made board: (defense, attack) -> per-seed values of one metric."""
     rows = []
     for (defense, attack), vals in values.items():
@@ -76,8 +77,8 @@ def _board(values: dict[tuple[str, str], list[float]], direction: str = "higher"
                      "evaluator": "ev", "metric": "acc", "value": sum(vals) / len(vals),
                      "std": pd.Series(vals).std() if len(vals) > 1 else 0.0,
                      "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
-                     "n_seeds": len(vals), "direction": direction, "role": "utility", "source": "measured"})
-    return Board("t", "task@1#00", pd.DataFrame(rows))
+                     "n_seeds": len(vals), "direction": direction, "role": role, "source": "measured"})
+    return Board("t", "task@1#00", pd.DataFrame(rows), preset=preset)
 
 
 def _bold(md: str, defense: str) -> list[bool]:
@@ -95,6 +96,36 @@ def test_best_is_marked_only_outside_the_runner_ups_interval():
     assert _bold(lower, "none") == [True]
     one_seed = markdown(_board({("none", "none"): [0.8], ("a", "none"): [0.9]}))
     assert "**" not in one_seed  # no interval, no claim
+
+
+def test_no_best_mark_on_diagnostic_metrics_or_smoke_boards():
+    lead = {("none", "none"): [0.80, 0.82, 0.81], ("a", "none"): [0.90, 0.91, 0.92]}
+    assert _bold(markdown(_board(lead)), "a") == [True]
+    diagnostic = markdown(_board(lead, role="diagnostic"))
+    assert "**" not in diagnostic and "## ev / acc (diagnostic, not ranked)" in diagnostic
+    assert "no entry is marked best" in diagnostic
+    smoke = markdown(_board(lead, preset="smoke"))
+    assert "**" not in smoke and smoke.count("Preset smoke") == 1
+    assert "Preset default;" in markdown(_board(lead))
+
+
+def test_the_preset_is_recorded_checked_and_one_per_board(board_dir, published, toy_registry, toy_config, tmp_path):
+    _, (board,) = board_dir
+    assert board.preset == published["preset"] == "default"
+    assert Board.from_json(published).preset == "default"
+    smoke = copy.deepcopy(published)
+    smoke["preset"] = "smoke"
+    assert validate_board(smoke) == []
+    assert validate_board(smoke, against=published) == ["preset 'smoke' differs from the reference's 'default'"]
+    assert any("'preset' is a required property" in p
+               for p in validate_board({k: v for k, v in published.items() if k != "preset"}))
+    store = tmp_path / "mixed.sqlite"
+    for preset in ("default", "smoke"):  # the toy task's smoke preset is another protocol (n = 20)
+        run_grid(toy_config, store, tmp_path / "cache", preset=preset, registry=toy_registry, progress=False)
+    boards = build_boards(store)
+    assert sorted(b.preset for b in boards) == ["default", "smoke"]
+    with pytest.raises(Exception, match="mixes protocols or presets for track 'toy'"):
+        write_boards(boards, tmp_path / "lb")
 
 
 def test_metric_tables_put_the_clean_references_first(board_dir):
@@ -132,7 +163,7 @@ def test_written_json_validates_and_validation_catches_problems(board_dir, publi
                for p in problems(lambda d: d["entries"][1].update(protocol_version="toy-task@9#deadbeef")))
     assert problems(lambda d: d.pop("track")) == ["<root>: 'track' is a required property"]
     assert problems(lambda d: d.update(schema_version=2)) == [
-        "schema_version 2: this benchbench reads version 4 boards; regenerate the board with "
+        "schema_version 2: this benchbench reads version 5 boards; regenerate the board with "
         "`benchbench leaderboard` (or ask its author to)"]
     # numbers must agree with the per-seed values they summarise
     assert problems(lambda d: d["entries"][0].update(value=0.123)) == [
@@ -188,6 +219,17 @@ def test_pareto_plots_follow_metric_roles(board_dir, tmp_path):
     assert points.utility.to_dict() == pytest.approx(clean.to_dict())
     # clamp resists the shift attack (lower abs_error) at equal clean utility: it dominates none
     assert points.front.to_dict() == {"clamp": True, "none": False}
+    assert plot.stem == "pareto-toy50-mean-error-score-vs-error-abs_error"
+    # error bars: the clean entry's seed std; under attack, the std over seeds of the mean over attacks
+    r = e[(e.metric == "abs_error") & (e.attack != "none")]
+    for defense, point in points.iterrows():
+        assert point.utility_std == pytest.approx(
+            e[(e.attack == "none") & (e.metric == "score") & (e.defense == defense)]["std"].iloc[0])
+        per_seed = pd.DataFrame([dict(zip(x.seeds, x.seed_values)) for _, x in r[r.defense == defense].iterrows()])
+        assert point.robustness_std == pytest.approx(per_seed.mean().std())
+    title, xlabel, ylabel = titles(board, plot)
+    assert "(preset default)" in title and "mean ± std over 2 seeds" in title
+    assert "mean over 1 attack: shift" in " ".join(ylabel.split()) and "on clean data (higher is better)" in xlabel
     paths = write_plots(board, tmp_path)
     assert sorted(p.name for p in paths) == [f"{plot.stem}.png", f"{plot.stem}.svg"]
     assert all(p.stat().st_size > 1000 for p in paths)
@@ -200,4 +242,7 @@ def test_pareto_plots_follow_metric_roles(board_dir, tmp_path):
     reid_like = Board(board.track, board.protocol, e.assign(role="utility"))
     assert [(p.utility, p.robustness) for p in pareto_plots(reid_like)] == [
         (("error", "abs_error"), ("error", "abs_error")), (("error", "score"), ("error", "score"))]
+    assert pareto_plots(reid_like)[1].stem == "pareto-toy50-mean-error-score-clean-vs-attacked"  # not score-vs-score
+    asr = ParetoPlot("d", "m", ("linear-probe", "top1"), ("asr", "asr"))
+    assert asr.stem == "pareto-d-m-linear_probe-top1-vs-asr" and metric_label("asr", "asr") == "asr"
     assert pareto_plots(Board(board.track, board.protocol, e.assign(role=None))) == []

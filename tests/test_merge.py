@@ -114,6 +114,6 @@ def test_regenerating_a_board_keeps_or_reports_its_submissions(boards, tmp_path)
     other = {**merged, "protocol": "toy-task@1#00000000",
              "entries": [{**e, "protocol_version": "toy-task@1#00000000"} for e in merged["entries"]]}
     kept, notes = carry_submissions(fresh, other)
-    assert kept is fresh and notes == ["dropped 4 submitted entries of the previous board: its protocol "
-                                       f"toy-task@1#00000000 is not {fresh.protocol}"]
+    assert kept is fresh and notes == ["dropped 4 submitted entries of the previous board: its protocol and "
+                                       f"preset toy-task@1#00000000 default are not {fresh.protocol} default"]
     assert Board.from_json(merged).to_json()["entries"] == merged["entries"]  # lossless round trip

@@ -6,16 +6,18 @@ import base64
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from benchbench.grid import run_grid
-from benchbench.leaderboard import BUILTIN_WRITERS, build_boards, fmt_value, write_boards
+from benchbench.leaderboard import BUILTIN_WRITERS, Board, build_boards, fmt_value, write_boards
 from benchbench.plots import write_plots
 from benchbench.registry import load_registry
 from benchbench.site import render, write_html
@@ -73,6 +75,66 @@ def test_page_references_only_files_it_wrote(site):
         assert f'href="{ref}"' in page and (out / ref).is_file()
     figures = sorted(p.name for p in out.glob("pareto-*.svg"))
     assert figures and all(f'src="{name}"' in page for name in figures)
+
+
+# -- colour and best marks, read from the generated HTML --------------------------------
+
+def _hand_board(values: dict[tuple[str, str], list[float]], role: str | None = "utility",
+                direction: str = "higher", preset: str = "default") -> Board:
+    """One metric, (defense, attack) -> per-seed values, with every field a page shows."""
+    rows = []
+    for (defense, attack), vals in values.items():
+        mean = sum(vals) / len(vals)
+        rows.append({"track": "t", "dataset": "d", "model": "m", "defense": defense, "attack": attack,
+                     "evaluator": "ev", "metric": "acc", "value": mean,
+                     "std": pd.Series(vals).std() if len(vals) > 1 else 0.0,
+                     "ci_low": min(vals) if len(vals) > 1 else None, "ci_high": max(vals) if len(vals) > 1 else None,
+                     "n_seeds": len(vals), "seeds": list(range(len(vals))), "seed_values": vals,
+                     "direction": direction, "role": role, "low": 0.0, "high": 1.0, "seen_in_training": False,
+                     "source": "measured", "provenance": {"defense": f"{defense}@1", "attack": f"{attack}@1",
+                                                          "git_commit": ["abc"]}})
+    return Board("t", "task@1#00", pd.DataFrame(rows), preset=preset)
+
+
+def _heat_cells(page: str) -> list[list[tuple[str, bool]]]:
+    """Per heat-map body row: (background colour, marked best) of each value cell."""
+    body = page.split('class="sortable heatmap"')[1].split("<tbody>")[1].split("</tbody>")[0]
+    return [[(colour, best == ' class="best"')
+             for best, colour in re.findall(r'<td( class="best")? data-value="[^"]*" style="background:(#[0-9a-f]{6})"',
+                                            row)]
+            for row in body.split("<tr>")[1:]]
+
+
+# clean column high, attacked column low: a table-wide scale paints the first blue, the second red
+SPLIT = {("none", "none"): [0.90, 0.91, 0.92], ("a", "none"): [0.80, 0.81, 0.82],
+         ("none", "x"): [0.20, 0.21, 0.22], ("a", "x"): [0.30, 0.31, 0.32]}
+
+
+def test_each_column_is_coloured_on_its_own_scale():
+    (none_row, a_row) = _heat_cells(render(_hand_board(SPLIT)))
+    # none is best clean, a is best under attack: each best gets the same colour, each worst another
+    assert none_row[0][0] == a_row[1][0] != none_row[1][0] == a_row[0][0]
+    flipped = _heat_cells(render(_hand_board(SPLIT, direction="lower")))
+    assert flipped[0][0][0] == flipped[1][1][0] == none_row[1][0]  # lower is better: the largest is worst
+
+
+def test_differences_within_the_seed_spread_stay_pale():
+    wide = {("none", "none"): [0.5, 0.7, 0.9], ("a", "none"): [0.51, 0.71, 0.91]}  # 0.01 apart, std 0.2
+    (none_row, a_row) = _heat_cells(render(_hand_board(wide)))
+    clear = _heat_cells(render(_hand_board(SPLIT)))
+    assert none_row[0][0] != clear[1][0][0] and a_row[0][0] != clear[0][0][0]  # not the extremes
+
+
+def test_no_best_mark_on_a_diagnostic_metric_nor_on_a_smoke_board():
+    lead = {("none", "none"): [0.90, 0.91, 0.92], ("a", "none"): [0.80, 0.81, 0.82]}
+    assert [best for row in _heat_cells(render(_hand_board(lead))) for _, best in row] == [True, False]
+    diagnostic = render(_hand_board(lead, role="diagnostic"))
+    assert [best for row in _heat_cells(diagnostic) for _, best in row] == [False, False]
+    assert "diagnostic, not ranked" in diagnostic and "no entry is marked best" in diagnostic
+    colours = {c for row in _heat_cells(diagnostic) for c, _ in row}
+    assert colours.isdisjoint(c for row in _heat_cells(render(_hand_board(lead))) for c, _ in row)  # neutral
+    smoke = render(_hand_board(lead, preset="smoke"))
+    assert 'class="best"' not in smoke and "Preset smoke" in smoke and "no entry is marked best" in smoke
 
 
 class Chromium:
@@ -207,11 +269,11 @@ def test_page_in_chromium(site, browser):
             assert shown[entry.defense, entry.attack] == fmt_value(entry)
     (entries,) = json.loads(browser.js(ROWS % "'table.entries'"))
     assert len(entries) == len(e) == 12
-    per_seed = {(r[2], r[3], r[5]): r[9] for r in entries}  # defense, attack, metric -> "0: v, 1: v, 2: v"
-    assert EVIL in {r[2] for r in entries}
+    per_seed = {(r[0], r[1], r[2]): r[6] for r in entries}  # defense, attack, metric -> "0: v, 1: v, 2: v"
+    assert EVIL in {r[0] for r in entries}
     for c in cells:
         for metric in ("abs_error", "score"):
-            assert f"{c['seed']}: " in per_seed[c["defense"], c["attack"], metric]
+            assert f"{c['seed']}: " in per_seed[c["defense"], c["attack"], f"error / {metric}"]
 
     # sorting: click the "shift" header of the abs_error heat map, then click it again
     first_column = "Array.from(document.querySelector('table.heatmap').tBodies[0].rows).map(r => r.cells[0].textContent)"
@@ -223,10 +285,12 @@ def test_page_in_chromium(site, browser):
     browser.click("table.heatmap th:nth-child(3)")
     assert browser.js(first_column) == shift[::-1]
     assert browser.js("document.querySelector('table.heatmap th:nth-child(3)').getAttribute('aria-sort')") == "descending"
-    browser.click("table.entries th:nth-child(7)")  # the mean column of the entries table
+    browser.click("table.entries th:nth-child(4)")  # the mean column of the entries table
     means = [float(r) for r in browser.js(
-        "Array.from(document.querySelector('table.entries').tBodies[0].rows).map(r => r.cells[6].textContent)")]
+        "Array.from(document.querySelector('table.entries').tBodies[0].rows).map(r => r.cells[3].textContent)")]
     assert means == sorted(means)
+    # every table fits the page: nothing scrolls sideways
+    assert browser.js("document.documentElement.scrollWidth <= document.documentElement.clientWidth")
 
     shot = browser.page("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
     artifacts = ROOT / "test-artifacts"

@@ -21,7 +21,8 @@ class AttackSuccess(ClipEvaluator):
     description = "attack success rate of the cell's attack (targeted or backdoor), and its clean base rate"
     metrics = (Metric("asr", False, "fraction of probe images predicted as their attack target",
                       role="robustness", **RATE),
-               Metric("asr_clean", False, "the same probe on the model trained on clean data (base rate)", **RATE))
+               Metric("asr_clean", False, "the same probe on the model trained on clean data (base rate)",
+                      role="diagnostic", **RATE))  # the probe's base rate: it ranks no defense
 
     def evaluate(self, inputs: EvalInputs) -> dict[str, float]:
         probe = inputs.probe

@@ -25,9 +25,13 @@ class ReidBias(ReidEvaluator):
     version = "1"
     description = "Per-identity accuracy spread: variance of per-identity AP and Rank-1, worst-decile AP"
     metrics = (
-        Metric("ap_per_id_var", False, "variance over test identities of the mean AP of their queries",
-               low=0.0, high=0.25),  # the variance of values in [0, 1]
-        Metric("rank1_per_id_var", False, "variance over test identities of their queries' Rank-1 rate",
+        # Diagnostic: lower is more even, not better; a model that fails every identity alike
+        # scores near 0, so these rank nothing without the mAP beside them.
+        Metric("ap_per_id_var", False, "variance over test identities of the mean AP of their queries; lower "
+               "is more even, not better (a model that fails every identity alike is near 0): read it with "
+               "reid-rank / mAP", role="diagnostic", low=0.0, high=0.25),  # the variance of values in [0, 1]
+        Metric("rank1_per_id_var", False, "variance over test identities of their queries' Rank-1 rate; lower "
+               "is more even, not better (read it with reid-rank / rank1)", role="diagnostic",
                low=0.0, high=0.25),
         Metric("ap_worst10", True, "mean per-identity AP of the worst 10% of identities", **RATE),
     )
