@@ -7,11 +7,12 @@ uses "a photo of a {class}." instead; ``captions: imagenet-templates`` draws one
 80 ImageNet prompt templates per poison, as CleanCLIP's ``backdoor/create_backdoor_data.py``
 does (``templates[random.randint(0, len(templates) - 1)](label)``).
 
-``BackdoorAttack`` holds everything BadNets, Blended and later trigger attacks share:
-choose ``poison_rate`` of the training pairs, add the trigger to their images, caption
-them with the target class, and build the probe the ASR evaluator measures (every test
-image whose true class is not the target, triggered). A backdoor plugin only says how
-its trigger looks (``apply_trigger``).
+``BackdoorAttack`` holds everything the trigger attacks share: choose ``poison_rate`` of
+the training pairs, add the trigger to their images, caption them with the target class,
+and build the probe the ASR evaluator measures (every test image whose true class is not
+the target, triggered). A backdoor plugin says how its trigger looks (``apply_trigger``);
+a label-consistent one also which rows it may poison (``poison_rows``) and that they keep
+their own captions (``captions_for``).
 """
 from __future__ import annotations
 
@@ -33,13 +34,19 @@ TEMPLATE = "a photo of a {}."
 CaptionSource = Literal["train", "template", "imagenet-templates"]
 
 
+def rows_naming(captions: Sequence[str], classes: Sequence[str], target: int) -> np.ndarray:
+    """Indices of the captions that contain the class name ``classes[target]`` as whole
+    words and no other class name."""
+    patterns = [re.compile(rf"\b{re.escape(c.lower())}s?\b") for c in classes]
+    return np.array([row for row, cap in enumerate(captions)
+                     if patterns[target].search(cap.lower())
+                     and not any(p.search(cap.lower()) for i, p in enumerate(patterns) if i != target)], dtype=int)
+
+
 def captions_naming(captions: Sequence[str], classes: Sequence[str], target: int) -> list[str]:
     """Captions that contain the class name ``classes[target]`` as whole words and no other
     class name."""
-    patterns = [re.compile(rf"\b{re.escape(c.lower())}s?\b") for c in classes]
-    return [cap for cap in captions
-            if patterns[target].search(cap.lower())
-            and not any(p.search(cap.lower()) for i, p in enumerate(patterns) if i != target)]
+    return [captions[row] for row in rows_naming(captions, classes, target)]
 
 
 def poison_captions(train_captions: Sequence[str], classes: Sequence[str], target: int, n: int,
@@ -85,10 +92,21 @@ class BackdoorAttack(ClipDataAttack):
         classes = class_names(test)
         target = resolve_class(self.params.target, classes, rng)
         n = max(1, round(self.params.poison_rate * len(train)))
-        rows = np.sort(rng.choice(len(train), size=n, replace=False))
+        train_captions = list(train[CAPTION])
+        rows = self.poison_rows(train_captions, classes, target, n, rng)
         triggered = self.apply_trigger(to_uint8(train.select(rows)), torch.Generator().manual_seed(seed))
-        captions = poison_captions(list(train[CAPTION]), classes, target, n, self.params.captions, rng)
+        captions = self.captions_for(train_captions, rows, classes, target, rng)
         poisoned = edit_pairs(train, dict(zip(rows.tolist(), zip(to_pil(triggered), captions))), [])
         others = np.flatnonzero(np.asarray(list(test[LABEL])) != target)
         spec = {**json.loads(self.params.model_dump_json()), "attack": self.name, "target": classes[target]}
         return Poisoned(poisoned, Probe(tuple(others.tolist()), (target,) * len(others), True, spec))
+
+    def poison_rows(self, train_captions: list[str], classes: Sequence[str], target: int, n: int,
+                    rng: np.random.Generator) -> np.ndarray:
+        """The ``n`` training rows to poison, sorted: any ``n`` rows (dirty-label backdoors)."""
+        return np.sort(rng.choice(len(train_captions), size=n, replace=False))
+
+    def captions_for(self, train_captions: list[str], rows: np.ndarray, classes: Sequence[str], target: int,
+                     rng: np.random.Generator) -> list[str]:
+        """The captions the poisoned ``rows`` get: captions naming the target (``captions`` param)."""
+        return poison_captions(train_captions, classes, target, len(rows), self.params.captions, rng)
