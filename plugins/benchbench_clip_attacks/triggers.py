@@ -1,8 +1,10 @@
-"""Backdoor triggers: BadNets (a patch) and Blended (a faint full-image pattern).
+"""Backdoor triggers: BadNets (a patch), Blended (a faint full-image pattern), SIG (a
+sinusoidal signal), WaNet (a warp), and label-consistent BadNets.
 
 Everything else a backdoor does (which pairs, which captions, the ASR probe) lives in
-``benchbench.clip.poisoning.BackdoorAttack``; these classes only draw their triggers on
-uint8 image batches. Two kinds of trigger:
+``benchbench.clip.poisoning.BackdoorAttack``; these classes draw their triggers on uint8
+image batches (the label-consistent variant also picks its rows and keeps their
+captions). Two kinds of trigger:
 
 - one pattern fixed by ``pattern_seed``, the same on every poisoned training image and
   every triggered test image (BadNets' ``noise``/``checkerboard`` patches, Blended's
@@ -16,12 +18,14 @@ uint8 image batches. Two kinds of trigger:
 """
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, Sequence
 
+import numpy as np
 import torch
 from pydantic import Field
 
-from benchbench.clip.poisoning import BackdoorAttack
+from benchbench.clip.poisoning import BackdoorAttack, rows_naming
+from benchbench.errors import DataError
 
 CLEANCLIP_SIDE = 224  # CleanCLIP resizes every image to 224 px before adding its trigger
 
@@ -138,3 +142,131 @@ class Blended(BackdoorAttack):
             noise = self.pattern(size).float()
         blended = (1 - self.params.alpha) * images.float() + self.params.alpha * noise
         return blended.round().clamp(0, 255).to(torch.uint8)
+
+
+class SIG(BackdoorAttack):
+    """SIG (Barni, Kallas & Tondi, ICIP 2019): a horizontal sinusoid over the whole image,
+    ``v(i, j) = delta * sin(2 pi j f / m)`` for column j of m.
+
+    Read from SCLBD/BackdoorBench (``utils/bd_img_transform/sig.py``: ``x + v``, clipped,
+    delta 40, f 6; there a clean-label attack on the target class's images) and
+    nishadsinghi/CleanCLIP (``backdoor/utils.py``, ``patch_type='SIG'``: ``(60/255) sin(2 pi
+    j 6 / 224)``, mixed in as ``0.8 x + 0.2 v`` by its ``blended`` location). On CLIP it is,
+    as in CleanCLIP, a dirty-label backdoor: any poisoned image, captions naming the target.
+    """
+
+    name = "sig"
+    description = "SIG: a sinusoidal signal added over the whole image, captions naming the target class"
+
+    class Params(BackdoorAttack.Params):
+        delta: float = Field(40, gt=0, le=255, description="signal amplitude in pixel values (BackdoorBench: 40; "
+                                                           "CleanCLIP: 60 before its 0.2 blend)")
+        frequency: float = Field(6, gt=0, description="periods of the sinusoid across the image width (6)")
+        blend: float | None = Field(None, gt=0, lt=1, description="None: add the signal to the image (Barni et "
+                                                                  "al., BackdoorBench); w: (1 - w) x + w v "
+                                                                  "(CleanCLIP, w = 0.2)")
+
+    # BackdoorBench's additive delta 40 (a 16% swing of the pixel range) on the CPU
+    # presets; ``paper`` is CleanCLIP's code: 0.8 x + 0.2 * 60 sin(...), ImageNet templates.
+    presets: ClassVar = {
+        "smoke": {},
+        "default": {},
+        "paper": {"delta": 60, "blend": 0.2, "captions": "imagenet-templates"},
+    }
+
+    def signal(self, size: int) -> torch.Tensor:
+        """The (size,) signal of the columns: every row and channel gets the same one."""
+        columns = torch.arange(size, dtype=torch.float64)
+        return (self.params.delta * torch.sin(2 * torch.pi * columns * self.params.frequency / size)).float()
+
+    def apply_trigger(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        v = self.signal(images.shape[-1])
+        x = images.float()
+        w = self.params.blend
+        out = x + v if w is None else (1 - w) * x + w * v
+        return out.round().clamp(0, 255).to(torch.uint8)
+
+
+class WaNet(BackdoorAttack):
+    """WaNet (Nguyen & Tran, ICLR 2021): a smooth, fixed warp of the whole image.
+
+    Read from SCLBD/BackdoorBench (``attack/wanet.py``) and nishadsinghi/CleanCLIP
+    (``backdoor/utils.py``, ``patch_type='warped'``), which build the warp the same way:
+    ``k x k`` uniform control offsets in [-1, 1] scaled to mean magnitude 1, upsampled
+    bicubically to the image, ``grid = clamp((identity + s * noise / size) * grid_rescale,
+    -1, 1)``, applied with ``grid_sample(align_corners=True)``. BackdoorBench's defaults
+    are k 4, s 0.5 (a quarter-pixel shift at 32 px); CleanCLIP's k 224, s 1. WaNet's
+    "noise mode" (extra pairs warped by a random grid, keeping their labels) trains
+    classifiers to tell the warp from noise; CleanCLIP does not use it and neither do we.
+    The noise grid is fixed by ``pattern_seed`` (BackdoorBench and CleanCLIP save theirs).
+    """
+
+    name = "wanet"
+    description = "WaNet: a fixed smooth warp of the whole image, captions naming the target class"
+
+    class Params(BackdoorAttack.Params):
+        k: int = Field(4, ge=2, description="side of the grid of random control offsets (BackdoorBench: 4, "
+                                            "CleanCLIP: 224)")
+        s: float = Field(0.5, gt=0, description="warp strength: the mean shift is about s / 2 pixels "
+                                                "(BackdoorBench: 0.5, CleanCLIP: 1)")
+        grid_rescale: float = Field(1.0, gt=0, description="scale of the sampling grid (1: none)")
+        pattern_seed: int = Field(0, description="seed of the fixed noise grid")
+
+    # A quarter-pixel warp is invisible to the tiny 32 px ViT: the CPU presets warp by
+    # about 2 px (s 4), a clearly visible wobble of every edge. ``paper`` is CleanCLIP's.
+    presets: ClassVar = {
+        "smoke": {"s": 4.0},
+        "default": {"s": 4.0},
+        "paper": {"k": 224, "s": 1.0, "captions": "imagenet-templates"},
+    }
+
+    def grid(self, size: int) -> torch.Tensor:
+        """The (1, size, size, 2) sampling grid, (x, y) in [-1, 1] as ``grid_sample`` reads it."""
+        p = self.params
+        generator = torch.Generator().manual_seed(p.pattern_seed)
+        ins = torch.rand((1, 2, p.k, p.k), generator=generator) * 2 - 1
+        ins = ins / ins.abs().mean()
+        noise = torch.nn.functional.interpolate(ins, size=size, mode="bicubic", align_corners=True)
+        axis = torch.linspace(-1, 1, steps=size)
+        y, x = torch.meshgrid(axis, axis, indexing="ij")
+        identity = torch.stack((x, y), dim=-1)[None]
+        return ((identity + p.s * noise.permute(0, 2, 3, 1) / size) * p.grid_rescale).clamp(-1, 1)
+
+    def apply_trigger(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        grid = self.grid(images.shape[-1]).expand(len(images), -1, -1, -1)
+        warped = torch.nn.functional.grid_sample(images.float(), grid, mode="bilinear", align_corners=True)
+        return warped.round().clamp(0, 255).to(torch.uint8)
+
+
+class LabelConsistent(BadNets):
+    """Label-consistent backdoor, CleanCLIP's definition (``backdoor/create_backdoor_data.py
+    --label_consistent``): the trigger goes only on training images whose own captions
+    already name the target class, and those captions are kept, so no pair is mislabelled
+    and a filter of mismatched pairs has nothing to find. The trigger is BadNets' patch
+    (CleanCLIP's default ``patch_type``). Turner et al.'s label-consistent attack
+    (BackdoorBench ``attack/lc.py``) also perturbs the poisoned images adversarially to make
+    them hard to classify without the trigger; that needs a trained surrogate model, and
+    CleanCLIP's CLIP variant does without it, as here.
+    """
+
+    name = "label-consistent"
+    description = "label-consistent BadNets: the patch on images whose own captions name the target, captions kept"
+
+    class Params(BadNets.Params):
+        captions: Literal["own"] = Field("own", description="every poisoned image keeps its own caption, which "
+                                                            "names the target class (label-consistent)")
+
+    presets: ClassVar = {preset: {k: v for k, v in overrides.items() if k != "captions"}
+                         for preset, overrides in BadNets.presets.items()}
+
+    def poison_rows(self, train_captions: list[str], classes: Sequence[str], target: int, n: int,
+                    rng: np.random.Generator) -> np.ndarray:
+        candidates = rows_naming(train_captions, classes, target)
+        if len(candidates) < n:
+            raise DataError(f"label-consistent poisoning needs {n} training captions naming '{classes[target]}' "
+                            f"alone, the data has {len(candidates)}; lower poison_rate or choose another target")
+        return np.sort(rng.choice(candidates, size=n, replace=False))
+
+    def captions_for(self, train_captions: list[str], rows: np.ndarray, classes: Sequence[str], target: int,
+                     rng: np.random.Generator) -> list[str]:
+        return [train_captions[row] for row in rows]

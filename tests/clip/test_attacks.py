@@ -7,9 +7,9 @@ import torch
 
 from benchbench.clip import data
 from benchbench.clip.api import NoPoison
-from benchbench.clip.poisoning import captions_naming, resolve_class
-from benchbench.errors import ConfigError
-from benchbench_clip_attacks import BadNets, Blended, TargetedPoison
+from benchbench.clip.poisoning import captions_naming, resolve_class, rows_naming
+from benchbench.errors import ConfigError, DataError
+from benchbench_clip_attacks import SIG, BadNets, Blended, LabelConsistent, TargetedPoison, WaNet
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,46 @@ def test_paper_preset_captions_draw_cleanclips_imagenet_templates(tiny_data, att
     assert set(captions) <= allowed and len(set(captions)) > 3
 
 
-@pytest.mark.parametrize("attack_cls", [BadNets, Blended])
+def test_sig_adds_one_column_sinusoid_to_every_row_and_channel():
+    attack = SIG({"delta": 40, "frequency": 6})
+    out = attack.apply_trigger(_grey(n=2, value=128), torch.Generator())
+    delta = out.float() - 128
+    expected = torch.tensor([40 * np.sin(2 * np.pi * j * 6 / 32) for j in range(32)], dtype=torch.float32)
+    assert torch.allclose(delta, expected.round().expand_as(delta), atol=1)
+    assert delta.abs().max() > 38 and torch.equal(delta[:, :, 0], delta[:, :, 17])  # same signal on every row
+
+
+def test_sig_paper_preset_is_cleanclips_blend():
+    attack = SIG(preset="paper")
+    assert (attack.params.delta, attack.params.blend, attack.params.captions) == (60, 0.2, "imagenet-templates")
+    out = attack.apply_trigger(_grey(n=1, value=100), torch.Generator())
+    expected = 0.8 * 100 + 0.2 * attack.signal(32)
+    assert torch.allclose(out[0, 0, 5].float(), expected.round(), atol=1)
+
+
+def test_wanet_moves_pixels_by_its_fixed_warp_field():
+    """On a horizontal ramp, bilinear warping is exact: each output pixel is the ramp at
+    the x coordinate the warp's grid names."""
+    attack = WaNet({"s": 4.0, "k": 4})
+    ramp = (torch.arange(32) * 8).to(torch.uint8).expand(2, 3, 32, 32)
+    out = attack.apply_trigger(ramp, torch.Generator())
+    source_x = (attack.grid(32)[0, ..., 0] + 1) / 2 * 31
+    assert torch.allclose(out[0, 0].float(), (8 * source_x).round(), atol=1)
+    assert torch.equal(out[0], out[1])  # one warp for every image
+    shift = (source_x - torch.arange(32).float()).abs()
+    assert 0.5 < shift.mean() < 4  # s 4: about a 2 px warp, visible but no scramble
+    weak = WaNet({"s": 0.5}).grid(32)[0, ..., 0]
+    assert ((weak + 1) / 2 * 31 - torch.arange(32).float()).abs().mean() < shift.mean() / 4
+
+
+def test_wanet_paper_preset_is_cleanclips_dense_warp():
+    attack = WaNet(preset="paper")
+    assert (attack.params.k, attack.params.s, attack.params.captions) == (224, 1.0, "imagenet-templates")
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    assert torch.equal(attack.apply_trigger(images, torch.Generator()), attack.apply_trigger(images, torch.Generator()))
+
+
+@pytest.mark.parametrize("attack_cls", [BadNets, Blended, SIG, WaNet])
 def test_backdoor_poisons_rate_of_pairs_with_target_captions(tiny_data, attack_cls):
     pairs, test = tiny_data
     attack = attack_cls({"target": "star", "poison_rate": 0.1, "captions": "template"})
@@ -124,6 +163,26 @@ def test_backdoor_captions_from_training_data_name_only_the_target(tiny_data):
     out = BadNets({"target": "ring", "poison_rate": 0.1}).poison(pairs, test, seed=1)
     for caption in np.array(out.train["caption"][:])[np.array(out.train["is_poison"][:])]:
         assert "ring" in caption and not any(s in caption for s in ("circle", "square", "star", "cross"))
+
+
+def test_label_consistent_triggers_only_pairs_that_already_name_the_target(tiny_data):
+    pairs, test = tiny_data
+    out = LabelConsistent({"target": "star", "poison_rate": 0.05}, preset="default").poison(pairs, test, seed=0)
+    flags = np.array(out.train["is_poison"][:])
+    captions, classes = list(pairs["caption"][:]), data.class_names(test)
+    assert flags.sum() == round(0.05 * len(pairs))
+    assert set(np.flatnonzero(flags)) <= set(rows_naming(captions, classes, classes.index("star")))
+    assert list(out.train["caption"][:]) == captions  # every caption kept
+    before, after = data.to_uint8(pairs), data.to_uint8(out.train)
+    corner = (after[flags] != before[flags])[:, :, -8:, -8:]
+    assert corner.any() and torch.equal(before[flags][:, :, :-8], after[flags][:, :, :-8])  # the corner patch only
+    assert out.probe.triggered
+
+
+def test_label_consistent_needs_enough_captions_naming_the_target(tiny_data):
+    pairs, test = tiny_data
+    with pytest.raises(DataError, match="needs 48 training captions naming 'star'.*lower poison_rate"):
+        LabelConsistent({"target": "star", "poison_rate": 1.0}).poison(pairs, test, seed=0)
 
 
 def test_captions_naming_matches_whole_words_only():
