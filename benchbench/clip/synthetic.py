@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,11 +211,16 @@ class World:
         return _article(order.format(size=size, texture=texture, colour=self.word(COLOUR_WORDS[t.colour]),
                                      shape=t.shape))
 
-    def caption(self, things: list[Thing], background: str) -> tuple[str, int]:
-        """A caption of the scene and the index of its template in ``TEMPLATES``."""
+    def caption(self, things: list[Thing], background: str,
+                templates: Sequence[int] | None = None) -> tuple[str, int]:
+        """A caption of the scene and the index of its template in ``TEMPLATES``;
+        ``templates``: the single-object templates to draw from (default: all)."""
         bg = self.word(BACKGROUND_WORDS[background])
         if len(things) == 1:
-            index = int(self.rng.integers(len(SINGLE_TEMPLATES)))
+            if templates is None:
+                index = int(self.rng.integers(len(SINGLE_TEMPLATES)))
+            else:
+                index = int(templates[int(self.rng.integers(len(templates)))])
             text = SINGLE_TEMPLATES[index].format(a_obj=self.phrase(things[0]), bg=bg,
                                                   where=self.word(WHERE_WORDS[_where(*things[0].centre)]))
             return text, index
@@ -227,6 +233,81 @@ class World:
         index = int(self.rng.integers(len(PAIR_TEMPLATES)))
         text = PAIR_TEMPLATES[index].format(a_obj1=self.phrase(first), a_obj2=self.phrase(second), rel=rel, bg=bg)
         return text, len(SINGLE_TEMPLATES) + index
+
+
+# -- the world's vocabulary for attacks that write captions (benchbench_clip_attacks.adaptive)
+#: Single-object templates (indices into ``TEMPLATES``) that name the object's place or
+#: its background: the captions that say most about an image besides its object.
+ATTRIBUTE_TEMPLATES = tuple(i for i, t in enumerate(SINGLE_TEMPLATES) if "{where}" in t or "{bg}" in t)
+#: An object centre for each place word, as ``_where`` reads it.
+WHERE_CENTRES = {"center": (0.5, 0.5), "left": (0.25, 0.5), "right": (0.75, 0.5), "top": (0.5, 0.25),
+                 "bottom": (0.5, 0.75)}
+PARAPHRASE_TRIES = 50  # caption draws per paraphrase asked for before giving up on more
+
+
+@dataclass(frozen=True)
+class SceneWords:
+    """What a caption of a one-object scene says besides the shape: keys of
+    ``COLOUR_WORDS``, ``SIZE_WORDS``, ``WHERE_WORDS`` and ``BACKGROUND_WORDS``."""
+
+    colour: str
+    size: str
+    where: str
+    background: str
+
+
+def paraphrases(shape: str, n: int, seed: int, scene: SceneWords | None = None,
+                templates: Sequence[int] | None = None) -> list[str]:
+    """Up to ``n`` distinct captions the world's generator writes for one ``shape`` in one
+    scene: ``scene``'s attributes (solid texture), or (None) a scene the world draws with
+    ``seed``; ``templates``: the single-object templates to use (default: all). Fewer
+    than ``n`` when the vocabulary has no more wordings of that scene."""
+    world = World(SyntheticSpec(seed=seed))
+    if scene is None:
+        (thing,), background = world.scene(1, shape)
+    else:
+        thing = Thing(shape, scene.colour, scene.size, "solid", WHERE_CENTRES[scene.where],
+                      float(np.mean(SIZES[scene.size])))
+        background = scene.background
+    found: dict[str, None] = {}
+    for _ in range(PARAPHRASE_TRIES * n):
+        found.setdefault(world.caption([thing], background, templates)[0])
+        if len(found) == n:
+            break
+    return list(found)
+
+
+def read_scene(image: np.ndarray) -> SceneWords:
+    """The attributes of a one-object image of this world, read from its (S, S, 3) uint8
+    pixels as an attacker captioning it would: the object is the saturated (or near-white)
+    pixels, its colour the palette entry nearest their brighter half, its place and size
+    from their centroid and extent; the background from the image border (plain, dark, or
+    patterned: diagonal stripes are constant along anti-diagonals, checks are not)."""
+    x = image.astype(np.float32)
+    side = x.shape[0]
+    lum, sat = x.mean(axis=2), x.max(axis=2) - x.min(axis=2)
+    obj = (sat > 60) | (lum > 200)
+    if not obj.any():
+        obj[side // 2, side // 2] = True
+    pixels = x[obj]
+    bright = pixels[pixels.max(axis=1) >= np.median(pixels.max(axis=1))]
+    palette = np.array(list(COLOURS.values()), dtype=np.float32)
+    colour = list(COLOURS)[int(np.argmin(((palette - bright.mean(axis=0)) ** 2).sum(axis=1)))]
+    ys, xs = np.nonzero(obj)
+    extent = max(ys.max() - ys.min(), xs.max() - xs.min()) + 1
+    size = "large" if extent / side > (SIZES["small"][1] + SIZES["large"][0]) / 2 else "small"
+    where = _where((xs.mean() + 0.5) / side, (ys.mean() + 0.5) / side)
+    ring = np.ones((side, side), bool)
+    width = max(1, side // 16)
+    ring[width:-width, width:-width] = False
+    border = lum[ring & ~obj]
+    if border.std() > 0.12 * border.mean():
+        along = np.abs(lum[1:, :-1] - lum[:-1, 1:])[~obj[1:, :-1] & ~obj[:-1, 1:]].mean()  # anti-diagonal
+        across = np.abs(lum[:, 1:] - lum[:, :-1])[~obj[:, 1:] & ~obj[:, :-1]].mean()
+        background = "striped" if along < 0.5 * across else "checkered"
+    else:
+        background = "dark" if border.mean() < 61 else "gray"
+    return SceneWords(colour, size, where, background)
 
 
 @functools.lru_cache(maxsize=32)
