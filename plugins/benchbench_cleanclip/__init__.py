@@ -8,12 +8,17 @@ with its augmented view (AutoAugment images as CyCLIP's ``augment_image.py``, ED
 captions); fine-tuning runs 10 epochs at lr 1e-5 (batch 64, 100K clean pairs) after
 pre-training at 5e-4. The clean pairs are the task's trusted held-out pairs
 (``n_clean``); the pre-training phase is the protocol's standard CLIP training.
+
+The paper's ablations (fine-tuning with the in-modal loss alone, or with the
+CLIP loss alone) are the variants ``clip_weight: 0`` and ``inmodal_weight: 0``: the most
+direct test of whether a clean fine-tune removes a trigger by itself or only with the
+in-modal term. A zero-weight term is not computed (``inmodal_weight: 0`` draws no views).
 """
 from __future__ import annotations
 
 from typing import ClassVar
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 import benchbench
@@ -40,6 +45,13 @@ class CleanCLIP(ClipDefense):
         clip_weight: float = Field(1.0, ge=0, description="weight of the CLIP loss while fine-tuning")
         inmodal_weight: float = Field(1.0, ge=0, description="weight of the in-modal loss while fine-tuning")
 
+        @model_validator(mode="after")
+        def _some_loss(self) -> "CleanCLIP.Params":
+            if self.clip_weight == 0 and self.inmodal_weight == 0:
+                raise ValueError("clip_weight and inmodal_weight are both 0, so fine-tuning has no loss; set one "
+                                 "of them > 0 (0 for the other one is CleanCLIP's ablation)")
+            return self
+
     presets: ClassVar = {
         "smoke": {"finetune_epochs": 1, "finetune_lr": 1e-4, "augment_group": 16},
         # the protocol pre-trains at 5e-3: the paper's fine-tune/pre-train lr ratio (1/50) gives 1e-4
@@ -52,7 +64,7 @@ class CleanCLIP(ClipDefense):
         return [Phase("train", config.epochs), Phase(FINETUNE, p.finetune_epochs, data="clean", lr=p.finetune_lr)]
 
     def augment(self, batch: Batch, state: TrainState) -> Batch:
-        if state.phase.name == FINETUNE:
+        if state.phase.name == FINETUNE and self.params.inmodal_weight > 0:
             self.view = augment_batch(batch, state, self.params)
         return batch
 
@@ -61,10 +73,12 @@ class CleanCLIP(ClipDefense):
         if state.phase.name != FINETUNE:
             return terms
         p = self.params
-        view = state.model.encode(self.view.images, self.view.tokens)
-        return {"clip": p.clip_weight * terms["clip"],
-                "inmodal": p.inmodal_weight * inmodal_loss(features.image, view.image, features.text, view.text,
-                                                           features.logit_scale)}
+        out = {"clip": p.clip_weight * terms["clip"]} if p.clip_weight > 0 else {}
+        if p.inmodal_weight > 0:
+            view = state.model.encode(self.view.images, self.view.tokens)
+            out["inmodal"] = p.inmodal_weight * inmodal_loss(features.image, view.image, features.text, view.text,
+                                                             features.logit_scale)
+        return out
 
 
 @benchbench.hookimpl
