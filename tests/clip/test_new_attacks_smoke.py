@@ -40,11 +40,17 @@ def test_cleanclip_refuses_fine_tuning_without_a_loss():
         CleanCLIP({"clip_weight": 0, "inmodal_weight": 0})
 
 
-def test_adaptive_config_expands_every_new_attack_against_every_defense(benchbench_registry):
+def test_the_extra_configs_expand_every_new_attack_against_their_defenses(benchbench_registry):
     from benchbench.config import expand, load_config
 
-    cells = expand(load_config(Path(__file__).parents[2] / "configs" / "clip-adaptive.yaml"), benchbench_registry)
-    pairs = {(c.attack.name, c.defense.name, json.dumps(c.defense.params, sort_keys=True)) for c in cells}
-    assert len(cells) == 6 * 6 * 3 and len(pairs) == 36
-    assert {a for a, _, _ in pairs} == {"targeted-poison", "paraphrase-flood", "fine-grained-mimicry", "sig", "wanet",
-                                        "label-consistent"}
+    def pairs(name: str) -> set[tuple[str, str, str]]:
+        cells = expand(load_config(Path(__file__).parents[2] / "configs" / name), benchbench_registry)
+        assert len(cells) == 3 * len({(c.attack.name, c.defense.name, json.dumps(c.defense.params)) for c in cells})
+        return {(c.attack.name, c.defense.name, json.dumps(c.defense.params, sort_keys=True)) for c in cells}
+
+    adaptive, backdoors = pairs("clip-adaptive.yaml"), pairs("clip-backdoors.yaml")
+    assert {a for a, _, _ in adaptive} == {"targeted-poison", "paraphrase-flood", "fine-grained-mimicry"}
+    assert {d for _, d, _ in adaptive} == {"none", "roclip", "otcclip"} and len(adaptive) == 9
+    assert {a for a, _, _ in backdoors} == {"badnets", "sig", "wanet", "label-consistent"}
+    assert {p for _, d, p in backdoors if d == "cleanclip"} == {"{}", '{"clip_weight": 0.0}',
+                                                                 '{"inmodal_weight": 0.0}'}
