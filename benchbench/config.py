@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from benchbench.cells import CellSpec, ComponentRef, stable_hash
 from benchbench.errors import ConfigError
@@ -52,7 +52,7 @@ class GridConfig(BaseModel):
     # trainers checkpoint every N optimiser steps, after each "epoch", or never (null); a
     # re-run of a killed grid resumes each unfinished model from its last checkpoint.
     # Not protocol: it changes no number, so it is in no key.
-    checkpoint_every: Union[int, Literal["epoch"], None] = Field(None, strict=True)
+    checkpoint_every: Union[StrictInt, Literal["epoch"], None] = None
     keep_checkpoints: bool = False  # keep a finished model's checkpoints (default: deleted)
 
     @field_validator("checkpoint_every")

@@ -70,17 +70,17 @@ def test_optimizer_and_scheduler_resume_as_if_never_stopped(tmp_path):
             torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)], milestones=[2])
         return net, opt, sched
 
-    def steps(net, opt, sched, n):
-        for i in range(n):
+    def steps(net, opt, sched, first, last):
+        for i in range(first, last):
             opt.zero_grad()
             net(torch.full((4, 3), float(i))).pow(2).sum().backward()
             opt.step()
             sched.step()
 
     straight = make()
-    steps(*straight, 6)
+    steps(*straight, 0, 6)
     first = make()
-    steps(*first, 3)
+    steps(*first, 0, 3)
     Checkpointer(tmp_path).save({"net": first[0].state_dict(), "opt": first[1].state_dict(),
                                  "sched": first[2].state_dict()})
     state = Checkpointer(tmp_path).load()
@@ -88,7 +88,7 @@ def test_optimizer_and_scheduler_resume_as_if_never_stopped(tmp_path):
     resumed[0].load_state_dict(state["net"])
     resumed[1].load_state_dict(state["opt"])
     resumed[2].load_state_dict(state["sched"])
-    steps(*resumed, 3)
+    steps(*resumed, 3, 6)
     assert all(torch.equal(a, b) for a, b in zip(straight[0].parameters(), resumed[0].parameters()))
     assert straight[2].get_last_lr() == resumed[2].get_last_lr()
 

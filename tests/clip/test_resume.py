@@ -51,6 +51,7 @@ def _without_times(log) -> str:
 
 # 48 pairs, batches of 16: 3 steps an epoch. Kills land mid-epoch in a re-matching epoch
 # (RoCLIP, OTCCLIP), in SafeCLIP's filtered phase after its split, and at an epoch end.
+@pytest.mark.slow  # ~35 s per case on a shared 2-core machine
 @pytest.mark.parametrize("name, every, last", [("roclip", 1, 5), ("otcclip", 2, 3), ("safeclip", 2, 4),
                                                ("safeclip", "epoch", 3), ("cleanclip", 1, 13)])
 def test_a_resumed_training_matches_the_uninterrupted_one(registry, pairs, tmp_path, name, every, last):

@@ -43,6 +43,7 @@ def _train(tiny, defense, path, **kwargs):
 
 
 # dddefense without balancing (the grid test kills a balanced one); metric-at ramps eps per epoch
+@pytest.mark.slow  # ~15 s per case
 @pytest.mark.parametrize("name, params, every, last", [
     ("dddefense", {"balance": False}, 1, 3), ("dddefense", {"balance": False, "self_meta": False}, "epoch", 1),
     ("metric-at", {}, 2, 2), ("none", {}, 1, 1)])
