@@ -241,6 +241,21 @@ class Defense(Component):
         columns as seen, so the unseen columns read as the generalisation test they are."""
         return ()
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the defense carries from one training step to the next (a caption pool, a
+        safe set, its attacks' random generators), for the trainer's checkpoints: tensors,
+        numbers, strings and lists, tuples or dicts of them (``benchbench.checkpoint``;
+        never pickled). A defense that keeps no such state returns nothing (the default);
+        one that does must implement this pair, or a resumed cell would differ from an
+        uninterrupted one."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned. The trainer calls it when resuming, after
+        the defense has set itself up for the training (``train`` on the CLIP track,
+        ``prepare_data`` and ``on_train_start`` on ReID) and before the first resumed step."""
+        return None
+
 
 class Evaluator(Component):
     """Returns named metrics; ``metrics`` declares each one's direction."""

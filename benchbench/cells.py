@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from benchbench.numerics import DEFAULT_THREADS
+from benchbench.precision import DEFAULT_PRECISION
 
 if TYPE_CHECKING:
     from benchbench.api import Component, DataAttack, Defense, Evaluator, InputAttack, Task
@@ -42,6 +43,7 @@ class CellSpec:
     seed: int
     preset: str
     threads: int = DEFAULT_THREADS  # torch threads the cell runs with (benchbench.numerics)
+    precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16 (benchbench.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +59,7 @@ class CellSpec:
             seed=int(d["seed"]),
             preset=d["preset"],
             threads=int(d.get("threads", DEFAULT_THREADS)),
+            precision=d.get("precision", DEFAULT_PRECISION),
         )
 
     @property
@@ -94,12 +97,11 @@ class ResolvedCell:
 
     def key(self) -> str:
         """Identity of the cell's result: every component's name, version and resolved
-        params, plus seed and torch thread count. Same key = same experiment (same
-        numbers), so the store can skip it."""
-        return stable_hash(
-            {
-                "components": [c.identity() for c in self.components()],
-                "seed": self.spec.seed,
-                "threads": self.spec.threads,
-            }
-        )
+        params, plus seed, torch thread count and precision (only when not fp32, so the
+        keys from before precision existed stay the same). Same key = same experiment
+        (same numbers), so the store can skip it."""
+        ident = {"components": [c.identity() for c in self.components()], "seed": self.spec.seed,
+                 "threads": self.spec.threads}
+        if self.spec.precision != DEFAULT_PRECISION:
+            ident["precision"] = self.spec.precision
+        return stable_hash(ident)

@@ -136,21 +136,25 @@ def grid(
         help="Progress bars on a terminal; without them (or outside a terminal) one line per finished cell")] = True,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", help="List the cells CONFIG expands to and which are stored already; run nothing")] = False,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N: where training and attacks run")] = "cpu",
 ) -> None:
     """Run every attack x defense x seed cell of CONFIG; finished cells are skipped."""
     from benchbench.executors import make_executor
     from benchbench.grid import run_grid
+    from benchbench.precision import check_device
     from benchbench.stages import StageCache, is_disk_full
 
     store = store or Path("runs") / preset / "results.sqlite"
     try:
+        check_device(device)
         reg = _load_plugins(plugin, strict=strict_plugins)
         if dry_run:
             return _dry_run(config, store, preset, seeds, reg)
         StageCache(cache)  # a bad --cache fails here, not in every cell; clears killed builds
         summary = run_grid(config, store, cache, preset=preset, seeds=seeds,
                            executor=make_executor(executor, jobs=jobs, address=address),
-                           plugins=tuple(plugin or ()), registry=reg, progress=progress, argv=sys.argv)
+                           plugins=tuple(plugin or ()), registry=reg, progress=progress, argv=sys.argv,
+                           device=device)
     except BenchbenchError as exc:
         _fail(exc)
     except (sqlite3.OperationalError, OSError) as exc:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from benchbench.cells import CellSpec, ComponentRef, stable_hash
 from benchbench.errors import ConfigError
 from benchbench.numerics import DEFAULT_THREADS
+from benchbench.precision import DEFAULT_PRECISION, PrecisionName
 from benchbench.registry import Registry
 
 PRESETS = ("smoke", "default", "paper")
@@ -46,6 +47,20 @@ class GridConfig(BaseModel):
     # torch threads per cell: part of the protocol (float sums depend on it), so it is in
     # every cell and stage key; --jobs only chooses how many cells run at once
     threads: int = Field(DEFAULT_THREADS, ge=1)
+    # training (and the ReID attacks') arithmetic: protocol too, in the keys unless fp32
+    precision: PrecisionName = DEFAULT_PRECISION
+    # trainers checkpoint every N optimiser steps, after each "epoch", or never (null); a
+    # re-run of a killed grid resumes each unfinished model from its last checkpoint.
+    # Not protocol: it changes no number, so it is in no key.
+    checkpoint_every: Union[StrictInt, Literal["epoch"], None] = None
+    keep_checkpoints: bool = False  # keep a finished model's checkpoints (default: deleted)
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _positive_interval(cls, v: int | str | None) -> int | str | None:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"give a step count >= 1, 'epoch' or null (no checkpoints), got {v}")
+        return v
 
     @field_validator("attacks", "defenses", "evaluators")
     @classmethod
@@ -158,7 +173,7 @@ def expand(config: GridConfig, registry: Registry, preset: str = "default",
             raise ConfigError(f"--seeds: {exc}") from None
     seed_list = list(range(seeds)) if seeds is not None else config.seed_list()
     cells = [
-        CellSpec(config.track, task, attack, defense, evaluators, seed, preset, config.threads)
+        CellSpec(config.track, task, attack, defense, evaluators, seed, preset, config.threads, config.precision)
         for attack, defense, seed in itertools.product(attacks, defenses, seed_list)
     ]
     for cell in cells:  # resolution validates names and params; raises ConfigError

@@ -45,14 +45,15 @@ class GridSummary:
 def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | Path,
              preset: str = "default", seeds: int | None = None, executor: Executor | None = None,
              plugins: tuple[str, ...] = (), registry: Registry | None = None,
-             progress: bool = True, argv: list[str] | None = None) -> GridSummary:
+             progress: bool = True, argv: list[str] | None = None, device: str = "cpu") -> GridSummary:
     start = time.perf_counter()
     registry = registry or load_registry(plugins)
     config, keyed = _expand(config_path, registry, preset, seeds)
     summary = GridSummary(total=len(keyed))
     bars = progress and on_terminal()  # else one line per finished cell (benchbench.progress)
-    env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), progress=bars,
-                      resources=config.resources.model_dump())
+    env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), device=device, progress=bars,
+                      resources=config.resources.model_dump(), checkpoint_every=config.checkpoint_every,
+                      keep_checkpoints=config.keep_checkpoints)
     executor = executor or LocalExecutor()
     by_key = dict(keyed)
     observers = _Observers(registry)

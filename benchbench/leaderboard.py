@@ -91,10 +91,12 @@ class Board:
 
 
 def _protocol(components_json: str) -> str:
-    """Task name, version and hash of its params and thread count (None: a store from before
-    threads were recorded): entries are comparable only within one protocol."""
+    """Task name, version and hash of its params, thread count (None: a store from before
+    threads were recorded) and precision (recorded only when not fp32, so fp32 rows keep
+    their protocol): entries are comparable only within one protocol."""
     task = json.loads(components_json)["task"]
-    return f"{task['name']}@{task['version']}#{stable_hash([task['params'], task.get('threads')], 8)}"
+    numerics = [task["params"], task.get("threads")] + ([task["precision"]] if "precision" in task else [])
+    return f"{task['name']}@{task['version']}#{stable_hash(numerics, 8)}"
 
 
 def _evaluator(group: pd.DataFrame) -> dict[str, Any]:

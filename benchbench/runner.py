@@ -12,14 +12,18 @@ import functools
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchbench.cells import CellSpec
 from benchbench.context import RunContext
 from benchbench.errors import check_finite
 from benchbench.numerics import cell_numerics
+from benchbench.precision import DEFAULT_PRECISION
 from benchbench.registry import Registry, load_registry
 from benchbench.stages import CacheError, StageCache
+
+if TYPE_CHECKING:
+    from benchbench.checkpoint import Every
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,10 @@ class Environment:
 
     cache_root: str
     plugins: tuple[str, ...] = ()
-    device: str = "cpu"
+    device: str = "cpu"  # a resource, not protocol: in no key (docs/architecture.md)
     progress: bool = True
+    checkpoint_every: "Every" = None  # the config's: every N steps, "epoch", or None
+    keep_checkpoints: bool = False
     resources: dict[str, float] = field(default_factory=dict)  # per cell, e.g. {"num_gpus": 1} (Ray)
 
 
@@ -43,7 +49,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
     "components", "stages"}``. Never raises for errors inside the cell."""
     start = time.perf_counter()
     cell = CellSpec.from_dict(spec)
-    cache = StageCache(env.cache_root, threads=cell.threads)
+    cache = StageCache(env.cache_root, threads=cell.threads, precision=cell.precision,
+                       keep_checkpoints=env.keep_checkpoints)
     result: dict[str, Any] = {"status": "failed", "metrics": {}, "error": None, "traceback": None,
                               "components": {}, "stages": {}}
     try:
@@ -56,6 +63,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
                             ("defense", resolved.defense)]
         }
         result["components"]["task"]["threads"] = cell.threads  # part of the protocol (leaderboard)
+        if cell.precision != DEFAULT_PRECISION:  # so is precision; fp32 rows keep their old protocol
+            result["components"]["task"]["precision"] = cell.precision
         result["components"]["evaluators"] = [
             {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
              "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics},
@@ -66,7 +75,7 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         result["dataset"] = resolved.task.dataset_name()
         result["model"] = resolved.task.model_name()
         ctx = RunContext(cache=cache, seed=cell.seed, preset=cell.preset, device=env.device,
-                         progress=env.progress)
+                         progress=env.progress, precision=cell.precision, checkpoint_every=env.checkpoint_every)
         with cell_numerics(cell.threads, cell.seed):  # the same numbers in any process
             metrics = resolved.task.run(resolved, ctx)
         result["metrics"] = _check_metrics(resolved, metrics)

@@ -3,7 +3,8 @@
 A stage is one step of a cell's pipeline (synthetic data, poisoned data, a trained
 model, a diffusion model...). Its key hashes everything that determines its output:
 the stage name, the identities (name + version + params) of the components involved,
-the keys of the stages it consumes, the seed and the cell's torch thread count. Two
+the keys of the stages it consumes, the seed, the cell's torch thread count and its
+precision (when not fp32, so older keys stay as they were). Two
 cells that need the same stage (every defense needs the same poisoned data set; every
 ReID attack needs the same trained model) get one directory and the second one only
 loads it. A build runs on forked global RNGs, so building a stage or hitting it leaves
@@ -18,6 +19,9 @@ workers (process pool, Ray workers on a shared path) build a stage once.
 
 A kill during a build leaves its temporary ``.KEY-xxxx`` folder; opening the cache
 removes those whose key lock is free (a live build holds its lock, so its folder stays).
+A long build (a trained model) may checkpoint into ``KEY.checkpoints`` next to it
+(``checkpoint_folder``, ``benchbench.checkpoint``) and resume from there after a kill;
+that folder is deleted once the stage is built, unless the cache keeps checkpoints.
 
 A grid holds ``.running/HOST-PID.lock`` for as long as it runs (``in_use``), because it
 loads stages without a lock: ``prune`` refuses while any grid holds one, and holds
@@ -49,6 +53,7 @@ from filelock import FileLock, Timeout
 from benchbench.cells import stable_hash
 from benchbench.errors import DataError
 from benchbench.numerics import DEFAULT_THREADS, isolated_rng
+from benchbench.precision import DEFAULT_PRECISION
 
 META = "stage.json"
 RUNNING = ".running"  # one held lock file per grid using the cache
@@ -71,12 +76,15 @@ class Stage:
 
 
 class StageCache:
-    def __init__(self, root: str | Path, threads: int = DEFAULT_THREADS):
+    def __init__(self, root: str | Path, threads: int = DEFAULT_THREADS, precision: str = DEFAULT_PRECISION,
+                 keep_checkpoints: bool = False):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise DataError(f"stage cache {self.root} is a file, not a directory; pass --cache "
                             f"a directory path (it is created if missing)")
         self.threads = threads  # the cell's torch thread count: in every key (float sums depend on it)
+        self.precision = precision  # in every key unless fp32 (the keys from before precision existed)
+        self.keep_checkpoints = keep_checkpoints  # keep a built stage's checkpoint folder (else deleted)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats: Counter[tuple[str, str]] = Counter()  # (stage name, "hit"|"build")
         self.remove_stale_builds()
@@ -100,7 +108,15 @@ class StageCache:
         return removed
 
     def key(self, name: str, parts: dict[str, Any]) -> str:
-        return stable_hash({"stage": name, "threads": self.threads, **parts})
+        numerics = {"threads": self.threads}
+        if self.precision != DEFAULT_PRECISION:
+            numerics["precision"] = self.precision
+        return stable_hash({"stage": name, **numerics, **parts})
+
+    def checkpoint_folder(self, name: str, parts: dict[str, Any]) -> Path:
+        """Where the build of stage ``(name, parts)`` may keep checkpoints: ``KEY.checkpoints``
+        next to the stage, written only under the stage's build lock."""
+        return self.root / name / f"{self.key(name, parts)}.checkpoints"
 
     def get_or_build(self, name: str, parts: dict[str, Any], build: Callable[[Path], None]) -> Stage:
         """Return the stage for ``parts``, calling ``build(tmp_dir)`` only if it is missing.
@@ -118,6 +134,8 @@ class StageCache:
                 if (final / META).exists():  # another worker built it while we waited
                     return self._hit(name, key, final)
                 self._build(name, key, parts, final, build)
+                if not self.keep_checkpoints:  # the stage is durable: its checkpoints are done
+                    shutil.rmtree(final.parent / f"{key}.checkpoints", ignore_errors=True)
         except CacheError:  # from a stage this builder needed: it names that stage
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a full disk

@@ -60,6 +60,18 @@ class FeatureQueue:
     def __len__(self) -> int:
         return self._size
 
+    def state_dict(self) -> dict:
+        """The pool's slots and fill position, for a checkpoint."""
+        return {"capacity": self.capacity, "size": self._size, "next": self._next, "features": self._features,
+                "rows": self._rows, "tokens": self._tokens, "mask": self._mask}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["capacity"] != self.capacity:
+            raise ValueError(f"a checkpointed pool of {state['capacity']} cannot fill a pool of {self.capacity}")
+        self._size, self._next = state["size"], state["next"]
+        self._features, self._rows, self._tokens, self._mask = (state[k] for k in ("features", "rows", "tokens",
+                                                                                  "mask"))
+
     def push(self, features: Tensor, rows: Tensor, tokens: Tensor | None = None,
              mask: Tensor | None = None) -> None:
         """Add a batch: (B, D) features, (B,) rows, optional (B, L, D) tokens and (B, L) mask.
@@ -158,6 +170,13 @@ class MatchLog:
 
     def __len__(self) -> int:
         return sum(len(p) for p in self._parts["epoch"])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The assignments so far, one tensor per column, for a checkpoint."""
+        return {name: torch.cat(parts) for name, parts in self._parts.items() if parts}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self._parts = {name: [state[name]] if name in state else [] for name in self._parts}
 
     def tensors(self) -> dict[str, Tensor]:
         out = {name: torch.cat(parts) for name, parts in self._parts.items() if parts}
@@ -298,6 +317,13 @@ class PoolRematchingDefense(ClipDefense):
 
     def save_artifacts(self, directory: Path) -> None:
         self.matches.save(directory)
+
+    def state_dict(self) -> dict:
+        return {"pool": self.pool.state_dict(), "matches": self.matches.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool.load_state_dict(state["pool"])
+        self.matches.load_state_dict(state["matches"])
 
 
 # -- diagnostics ------------------------------------------------------------------------

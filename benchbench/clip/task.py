@@ -28,6 +28,7 @@ from pydantic import Field
 import benchbench
 from benchbench.api import Params, Task
 from benchbench.cells import ResolvedCell
+from benchbench.checkpoint import Checkpointer
 from benchbench.clip import data as clip_data
 from benchbench.clip.api import ClipDataAttack, ClipDefense, NoPoison, Poisoned, StandardClip
 from benchbench.clip.evaluation import EvalInputs
@@ -125,9 +126,11 @@ class ClipPoisoningTask(Task):
         p = self.params
         return ModelSpec(p.model, p.pretrained, p.image_size, p.context_length)
 
-    def train_config(self, seed: int, progress: bool) -> TrainConfig:
+    def train_config(self, seed: int, progress: bool, precision: str = "fp32",
+                     checkpoints: Checkpointer | None = None) -> TrainConfig:
         p = self.params
-        return TrainConfig(p.epochs, p.batch_size, p.lr, p.weight_decay, p.warmup, seed, progress)
+        return TrainConfig(p.epochs, p.batch_size, p.lr, p.weight_decay, p.warmup, seed, progress, precision,
+                           checkpoints)
 
     def _data_identity(self) -> dict:
         """What the base data depends on (not the training budget: epochs share data)."""
@@ -184,13 +187,18 @@ class ClipPoisoningTask(Task):
                                                         "seed": ctx.seed}, build)
 
     def trained_model(self, base: Stage, attack: ClipDataAttack, defense: ClipDefense, ctx: RunContext) -> Stage:
+        """The defense's model; a killed build resumes from its checkpoints (``ctx.checkpoint_every``)."""
         poisoned = self.poisoned_data(base, attack, ctx)
+        parts = {"data": poisoned.key, "defense": defense.identity(), "task": self.identity(drop=("data_name",)),
+                 "seed": ctx.seed}
+        checkpoints = Checkpointer(ctx.cache.checkpoint_folder("clip-model", parts), ctx.checkpoint_every,
+                                   what=f"clip-model: {defense.name} on {attack.name}, seed {ctx.seed}")
 
         def build(out: Path) -> None:
             train = Poisoned.load(poisoned.path).train
             clean = datasets.load_from_disk(str(base.path / "clean"))
             model = ClipModel.create(self.model_spec(), seed=ctx.seed, device=ctx.device)
-            log = defense.train(model, self.train_config(ctx.seed, ctx.progress),
+            log = defense.train(model, self.train_config(ctx.seed, ctx.progress, ctx.precision, checkpoints),
                                 PairSet.from_dataset(train, model),
                                 clean=PairSet.from_dataset(clean, model) if len(clean) else None,
                                 poison=torch.tensor(train[clip_data.POISON], dtype=torch.bool))
@@ -198,8 +206,6 @@ class ClipPoisoningTask(Task):
             defense.save_artifacts(out)
             (out / TRAIN_LOG).write_text(json.dumps(log, indent=1))
 
-        parts = {"data": poisoned.key, "defense": defense.identity(), "task": self.identity(drop=("data_name",)),
-                 "seed": ctx.seed}
         return ctx.cache.get_or_build("clip-model", parts, build)
 
     # -- the cell ------------------------------------------------------------------------

@@ -35,6 +35,13 @@ is given the ground-truth poison flags (never shown to the defense), the precisi
 recall of those changes against the poisoned pairs: the diagnostics of re-matching
 defenses. A non-finite loss or weight fails training with ``DivergedError``, so a diverged
 model is never cached or scored.
+
+``TrainConfig.precision`` runs forward passes and losses under autocast (bf16, fp16 with
+a grad scaler; fp32 is the plain path). ``TrainConfig.checkpoints`` saves the loop's
+whole state every N steps or epoch (``benchbench.checkpoint``): weights, optimiser and
+scheduler, the generator and global RNGs, the epoch's pairing, order and partial sums,
+and the defense's ``state_dict()``; a training that finds a checkpoint continues from it
+and ends with the weights and log of an uninterrupted one.
 """
 from __future__ import annotations
 
@@ -46,8 +53,10 @@ from typing import TYPE_CHECKING, Iterator, Literal
 
 import torch
 
+from benchbench.checkpoint import Checkpointer, global_rng_state, set_global_rng_state
 from benchbench.clip.model import ClipModel, Features
 from benchbench.numerics import require_finite, require_finite_weights
+from benchbench.precision import Precision
 from benchbench.progress import progress
 
 if TYPE_CHECKING:
@@ -86,6 +95,9 @@ class TrainConfig:
     warmup: float = 0.1  # fraction of a phase's steps spent warming the lr up linearly
     seed: int = 0
     progress: bool = True
+    precision: str = "fp32"  # benchbench.precision: fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+    # where and how often to checkpoint (not protocol: it changes no number); None: never
+    checkpoints: Checkpointer | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -185,15 +197,27 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
     """Train ``model`` in place through ``defense``'s phases; return the per-epoch log.
 
     ``poison`` (bool per row of ``data``) is the ground truth, used only for the
-    re-matching diagnostics in the log; hooks never see it.
+    re-matching diagnostics in the log; hooks never see it. With ``config.checkpoints``
+    the loop saves its whole state as it goes and starts from the folder's checkpoint if
+    there is one, ending with the same weights and log as an uninterrupted run.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    precision = Precision(config.precision, model.device)
     history: list[dict] = []
-    global_epoch = 0
+    global_epoch = steps = 0
+    resume = config.checkpoints.load() if config.checkpoints is not None else None
+    if resume is not None:
+        model.net.load_state_dict(resume["model"])
+        defense.load_state_dict(resume["defense"])
+        precision.load_state_dict(resume["precision"])
+        history, steps = resume["history"], resume["steps"]
     model.net.train()
-    for phase in defense.phases(config):
+    for phase_index, phase in enumerate(defense.phases(config)):
         pairs = data if phase.data == "train" else clean
+        if resume is not None and phase_index < resume["phase"]:  # done before the checkpoint
+            global_epoch += phase.epochs
+            continue
         if pairs is None:
             raise ValueError(f"defense '{defense.name}' phase '{phase.name}' needs clean pairs; the task gave none")
         steps_per_epoch = len(pairs) // config.batch_size
@@ -202,38 +226,66 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
         opt = _optimizer(model, phase.lr or config.lr, config.weight_decay)
         sched = _schedule(opt, steps_per_epoch * phase.epochs, config.warmup)
         state = TrainState(model, pairs, config, phase, generator, global_epoch=global_epoch, history=history)
-        for epoch in progress(range(phase.epochs), f"CLIP {defense.name}: {phase.name}",
+        first_epoch, in_epoch = 0, None
+        if resume is not None:  # the phase the checkpoint was taken in
+            opt.load_state_dict(resume["optimizer"])
+            sched.load_state_dict(resume["scheduler"])
+            generator.set_state(resume["generator"])
+            set_global_rng_state(resume["rng"])
+            first_epoch, global_epoch, in_epoch = resume["epoch"], resume["global_epoch"], resume["in_epoch"]
+            state.step, resume = resume["phase_step"], None
+
+        def checkpoint(epoch: int, position: dict | None) -> None:
+            config.checkpoints.save({
+                "model": model.net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "precision": precision.state_dict(), "generator": generator.get_state(), "rng": global_rng_state(),
+                "defense": defense.state_dict(), "history": history, "steps": steps, "phase": phase_index,
+                "epoch": epoch, "global_epoch": global_epoch, "phase_step": state.step, "in_epoch": position})
+
+        for epoch in progress(range(first_epoch, phase.epochs), f"CLIP {defense.name}: {phase.name}",
                               enabled=config.progress):
             state.epoch, state.global_epoch = epoch, global_epoch
-            start = time.perf_counter()
-            pairing = defense.on_epoch_start(state)
-            record: dict = {"phase": phase.name, "epoch": global_epoch, "lr": sched.get_last_lr()[-1]}
-            if pairing is None:
-                pairing = torch.arange(len(pairs))
-            else:
-                record.update(_rematch_stats(pairing, poison if phase.data == "train" else None))
-            rows = torch.randperm(len(pairs), generator=generator)
-            rows = rows[pairing[rows] >= 0]
-            sums: dict[str, float] = {}
+            if in_epoch is None:
+                start = time.perf_counter()
+                pairing = defense.on_epoch_start(state)
+                record: dict = {"phase": phase.name, "epoch": global_epoch, "lr": sched.get_last_lr()[-1]}
+                if pairing is None:
+                    pairing = torch.arange(len(pairs))
+                else:
+                    record.update(_rematch_stats(pairing, poison if phase.data == "train" else None))
+                rows = torch.randperm(len(pairs), generator=generator)
+                rows = rows[pairing[rows] >= 0]
+                sums: dict[str, float] = {}
+                first_batch = 0
+            else:  # resumed inside this epoch: its pairing, order and partial sums were saved
+                start = time.perf_counter() - in_epoch["seconds"]
+                pairing, rows, record, sums, first_batch, state.timed_seconds = (
+                    in_epoch[k] for k in ("pairing", "rows", "record", "sums", "batch", "timed"))
+                in_epoch = None
             n_batches = len(rows) // config.batch_size
-            for b in range(n_batches):
+            for b in range(first_batch, n_batches):
                 index = rows[b * config.batch_size:(b + 1) * config.batch_size]
                 caption_index = pairing[index]
                 batch = Batch(index, caption_index, pairs.images[index], pairs.tokens[caption_index],
                               [pairs.captions[i] for i in caption_index.tolist()])
                 batch = defense.augment(batch, state)
-                features = model.encode(batch.images, batch.tokens, with_tokens=defense.needs_tokens)
-                terms = defense.loss(batch, features, state)
-                loss = sum(terms.values())
+                with precision.autocast():
+                    features = model.encode(batch.images, batch.tokens, with_tokens=defense.needs_tokens)
+                    terms = defense.loss(batch, features, state)
+                    loss = sum(terms.values())
                 require_finite(loss.detach(), f"CLIP loss ({phase.name} epoch {global_epoch} step {state.step})")
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                precision.backward_step(loss, opt)
                 sched.step()
                 model.clamp_logit_scale()
                 state.step += 1
+                steps += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
+                if config.checkpoints is not None and config.checkpoints.due(steps):
+                    checkpoint(epoch, {"batch": b + 1, "pairing": pairing, "rows": rows, "record": record,
+                                       "sums": sums, "timed": state.timed_seconds,
+                                       "seconds": time.perf_counter() - start})
             defense.on_epoch_end(state)
             record["loss"] = {k: v / max(1, n_batches) for k, v in sums.items()}
             record["logit_scale"] = model.net.logit_scale.detach().exp().item()
@@ -244,6 +296,8 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                 state.timed_seconds = {}
             history.append(record)
             global_epoch += 1
+            if config.checkpoints is not None and config.checkpoints.due(epoch_end=True):
+                checkpoint(epoch + 1, None)
     require_finite_weights(model.net, f"CLIP model ({defense.name}, seed {config.seed})")
     model.net.eval()
     return history

@@ -128,6 +128,15 @@ class MetricAttack(Attack):
         self.random_start, self.momentum, self.batch_size = random_start, momentum, batch_size
         self.generator = torch.Generator().manual_seed(seed)
 
+    def state_dict(self) -> dict:
+        """What changes between calls (the random starts' generator, and the budget a
+        training schedule may ramp): a training checkpoint saves it with its defense."""
+        return {"generator": self.generator.get_state(), "eps": self.eps, "alpha": self.alpha}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.eps, self.alpha = state["eps"], state["alpha"]
+
     # -- what a method defines -------------------------------------------------
     def guides(self, features: torch.Tensor, pids: torch.Tensor) -> Guides:
         raise NotImplementedError

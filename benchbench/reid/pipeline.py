@@ -12,12 +12,14 @@ from pathlib import Path
 from safetensors.torch import load_file, save_file
 
 from benchbench.cells import ResolvedCell, stable_hash
+from benchbench.checkpoint import Checkpointer
 from benchbench.context import RunContext
 from benchbench.reid.api import Embeddings, ReidDefense
 from benchbench.reid.data import ReidData, find_layout_root, load_reid_data
 from benchbench.reid.layouts import MSMT_LISTS
 from benchbench.reid.models import extract_features, load_model, save_model
 from benchbench.reid.synthetic import GENERATOR_VERSION, SyntheticSpec, generate
+from benchbench.precision import Precision
 from benchbench.reid.trainer import TrainConfig, train
 from benchbench.reid.task import EVALUATION_ONLY
 from benchbench.stages import Stage
@@ -55,16 +57,21 @@ def train_config(task) -> TrainConfig:
 
 def model_stage(task, defense: ReidDefense, data: ReidData, data_key: str, ctx: RunContext,
                 root: Path | None = None) -> Stage:
-    """The defense's model for this seed, trained once and shared by every attack column."""
+    """The defense's model for this seed, trained once and shared by every attack column;
+    a killed build resumes from its checkpoints (``ctx.checkpoint_every``)."""
+    parts = {"data": data_key, "task": task.identity(drop=EVALUATION_ONLY), "defense": defense.identity(),
+             "seed": ctx.seed}
+    checkpoints = Checkpointer(ctx.cache.checkpoint_folder("reid-model", parts), ctx.checkpoint_every,
+                               what=f"reid-model: {defense.name} seed {ctx.seed}")
+
     def build(out: Path) -> None:
         model = train(defense, data.train, data.num_train_ids, train_config(task), ctx.seed, cache=ctx.cache,
                       data_key=data_key, show_progress=ctx.progress, log_path=out / "train_log.json",
                       device=ctx.device, data_root=root, layout=task.params.layout,
-                      reference=lambda: reference_stage(task, data, data_key, ctx, root))
+                      reference=lambda: reference_stage(task, data, data_key, ctx, root),
+                      precision=ctx.precision, checkpoints=checkpoints)
         save_model(model, out)
 
-    parts = {"data": data_key, "task": task.identity(drop=EVALUATION_ONLY), "defense": defense.identity(),
-             "seed": ctx.seed}
     return ctx.cache.get_or_build("reid-model", parts, build)
 
 
@@ -107,9 +114,10 @@ def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, f
     data, data_key, root, eval_key = load_data(task, ctx)
     trained = model_stage(task, cell.defense, data, data_key, ctx, root)
     model = load_model(trained.path).to(ctx.device)
-    gallery = gallery_embeddings(trained.key, model, data, ctx, eval_key)
-    attack = cell.attack.build(model, seed=ctx.seed)
-    queries = attack(data.query.floats(), data.query.pids)
-    query = Embeddings(extract_features(model, queries), data.query.pids, data.query.camids)
+    with Precision(ctx.precision, ctx.device).autocast():  # embeddings and the attack's forward passes
+        gallery = gallery_embeddings(trained.key, model, data, ctx, eval_key)
+        attack = cell.attack.build(model, seed=ctx.seed)
+        queries = attack(data.query.floats(), data.query.pids)
+        query = Embeddings(extract_features(model, queries), data.query.pids, data.query.camids)
     ctx.notes["model_stage"] = {"key": trained.key, "hit": trained.hit}
     return {e.name: e.evaluate_model(query, gallery, trained.path) for e in cell.evaluators}

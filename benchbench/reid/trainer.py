@@ -10,6 +10,12 @@ Deterministic on CPU for a fixed seed: Python, NumPy (the sampler) and torch (mo
 init, augmentation) are seeded inside ``benchbench.numerics.isolated_rng`` and their
 previous states restored. A non-finite loss or weight fails the training with
 ``DivergedError``, so no NaN model is cached.
+
+Each step runs under ``precision``'s autocast (``benchbench.precision``; fp16 scales the
+loss in ``TrainRun.optimize``), and ``checkpoints`` saves the whole state every N steps or
+epoch (weights, optimiser, scheduler, generator, global RNGs, the epoch's batches and
+partial sums, the defense's ``state_dict()``); a training that finds a checkpoint
+continues from it as if never stopped.
 """
 from __future__ import annotations
 
@@ -24,7 +30,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torchvision.transforms import v2
 
+from benchbench.checkpoint import Checkpointer, global_rng_state, set_global_rng_state
 from benchbench.numerics import isolated_rng, require_finite, require_finite_weights
+from benchbench.precision import Precision
 from benchbench.progress import progress
 from benchbench.reid.data import ImageSet
 from benchbench.reid.models import ReidNet, build_model
@@ -94,8 +102,9 @@ class TrainRun:
     def __init__(self, model: ReidNet, train: ImageSet, config: TrainConfig, seed: int,
                  cache: "StageCache | None" = None, data_key: str = "", device: str = "cpu",
                  data_root: Path | None = None, layout: str = "market1501", show_progress: bool = False,
-                 reference: "Callable[[], Stage] | None" = None):
+                 reference: "Callable[[], Stage] | None" = None, precision: str = "fp32"):
         self.model, self.train, self.config, self.seed = model, train, config, seed
+        self.precision = Precision(precision, device)  # the trainer runs each step under its autocast
         self._reference = reference
         # for stages a defense builds itself (e.g. a generator trained once per data set)
         self.cache, self.data_key, self.device, self.show_progress = cache, data_key, device, show_progress
@@ -133,8 +142,7 @@ class TrainRun:
     def optimize(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
         """One optimizer step on the sum of ``terms``; returns their values for the log."""
         self.optimizer.zero_grad(set_to_none=True)
-        sum(terms.values()).backward()
-        self.optimizer.step()
+        self.precision.backward_step(sum(terms.values()), self.optimizer)
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def build_attack(self, name: str, params: dict[str, Any] | None = None,
@@ -157,36 +165,73 @@ def _batches(train: ImageSet, config: TrainConfig) -> Iterator[torch.Tensor]:
 def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config: TrainConfig, seed: int,
           cache: "StageCache | None" = None, data_key: str = "", show_progress: bool = True,
           log_path: Path | None = None, device: str = "cpu", data_root: Path | None = None,
-          layout: str = "market1501", reference: "Callable[[], Stage] | None" = None) -> ReidNet:
+          layout: str = "market1501", reference: "Callable[[], Stage] | None" = None,
+          precision: str = "fp32", checkpoints: Checkpointer | None = None) -> ReidNet:
     """Train a model with ``defense``'s hooks; return it in eval mode. ``reference``
-    returns the plain model's stage (``TrainRun.reference_stage``)."""
+    returns the plain model's stage (``TrainRun.reference_stage``). ``precision``: fp32,
+    bf16 or fp16 (``benchbench.precision``); ``checkpoints``: save the whole state as
+    training goes and start from the folder's checkpoint if there is one (the same
+    weights as an uninterrupted run)."""
     with isolated_rng(seed):
         model = build_model(config.arch, num_classes, config.weights).to(device).train()
         run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout,
-                       show_progress, reference)
+                       show_progress, reference, precision)
         run.train = defense.prepare_data(train_set, run)
         defense.on_train_start(run)
         augment = v2.Compose([v2.RandomCrop(tuple(train_set.images.shape[-2:]), padding=config.pad),
                               v2.RandomHorizontalFlip(0.5 if config.flip else 0.0)])
-        history = []
-        for epoch in progress(range(config.epochs), f"train {defense.name} (seed {seed})",
+        history: list[dict] = []
+        first_epoch, in_epoch = 0, None
+        resume = checkpoints.load() if checkpoints is not None else None
+        if resume is not None:
+            model.load_state_dict(resume["model"])
+            run.optimizer.load_state_dict(resume["optimizer"])
+            run.scheduler.load_state_dict(resume["scheduler"])
+            run.precision.load_state_dict(resume["precision"])
+            run.generator.set_state(resume["generator"])
+            defense.load_state_dict(resume["defense"])
+            set_global_rng_state(resume["rng"])
+            history, run.step, first_epoch, in_epoch = (resume[k] for k in ("history", "step", "epoch", "in_epoch"))
+
+        def checkpoint(epoch: int, position: dict | None) -> None:
+            checkpoints.save({
+                "model": model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                "scheduler": run.scheduler.state_dict(), "precision": run.precision.state_dict(),
+                "generator": run.generator.get_state(), "rng": global_rng_state(), "defense": defense.state_dict(),
+                "history": history, "step": run.step, "epoch": epoch, "in_epoch": position})
+
+        for epoch in progress(range(first_epoch, config.epochs), f"train {defense.name} (seed {seed})",
                               enabled=show_progress):
-            run.epoch, start, sums, n = epoch, time.perf_counter(), {}, 0
-            defense.on_epoch_start(run)
-            for index in _batches(run.train, config):
+            run.epoch = epoch
+            if in_epoch is None:
+                start, sums, n = time.perf_counter(), {}, 0
+                defense.on_epoch_start(run)
+                batches = list(_batches(run.train, config))
+            else:  # resumed inside this epoch: its batches and partial sums were saved
+                start = time.perf_counter() - in_epoch["seconds"]
+                sums, n, batches, in_epoch = in_epoch["sums"], in_epoch["n"], list(in_epoch["batches"]), None
+            for index in batches[n:]:
                 images = torch.stack([augment(img) for img in run.train.images[index]]).float().div_(255)
                 batch = Batch(images.to(device), run.train.pids[index].to(device), run.train.camids[index].to(device))
-                terms = defense.train_step(batch, run)
+                with run.precision.autocast():
+                    terms = defense.train_step(batch, run)
                 require_finite(terms, f"ReID loss at epoch {epoch} step {run.step}")
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
                 run.step, n = run.step + 1, n + 1
+                if checkpoints is not None and checkpoints.due(run.step):
+                    checkpoint(epoch, {"batches": torch.stack(batches), "n": n, "sums": sums,
+                                       "seconds": time.perf_counter() - start})
             run.scheduler.step()
             history.append({"epoch": epoch, "seconds": round(time.perf_counter() - start, 2), "steps": n,
                             **{k: round(v / max(n, 1), 5) for k, v in sums.items()}})
+            if checkpoints is not None and checkpoints.due(epoch_end=True):
+                checkpoint(epoch + 1, None)
         defense.on_train_end(run)
     require_finite_weights(model, f"ReID model ({defense.name}, seed {seed})")
     if log_path is not None:
-        log_path.write_text(json.dumps({"config": asdict(config), "defense": defense.identity(),
-                                        "seed": seed, "epochs": history}, indent=1))
+        log = {"config": asdict(config), "defense": defense.identity(), "seed": seed, "epochs": history}
+        if run.precision.reduced:
+            log["precision"] = precision
+        log_path.write_text(json.dumps(log, indent=1))
     return model.eval()

@@ -123,6 +123,14 @@ class DDDefense(ReidDefense):
     def train_step(self, batch, run):
         return self.phase.step(batch, run)
 
+    def state_dict(self) -> dict:
+        """The phase-2 attacks' generators (the meta-splits draw from the trainer's
+        generator, which the trainer saves itself)."""
+        return self.phase.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.phase.load_state_dict(state)
+
     def trained_against(self) -> list[str]:
         """The attacks its training runs: the self-meta pool, or FNES's FNA without self-meta."""
         return list(self.params.attack_pool) if self.params.self_meta else ["fna"]

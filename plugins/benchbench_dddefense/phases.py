@@ -173,6 +173,17 @@ class AdversarialPhase:
         else:
             self.fnes_attack = run.build_attack("fna", {**budget, "pull": "prototype", "random_start": True})
 
+    def attacks(self) -> dict:
+        """The attacks this phase built, by name."""
+        return self.pool if self.p.self_meta else {"fna": self.fnes_attack}
+
+    def state_dict(self) -> dict:
+        return {"attacks": {name: attack.state_dict() for name, attack in self.attacks().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, attack in self.attacks().items():
+            attack.load_state_dict(state["attacks"][name])
+
     def step(self, batch: Batch, run: TrainRun) -> dict[str, float]:
         clean = extract_features(run.model, batch.images)  # eval mode, as the attacks see it
         if not self.p.self_meta:

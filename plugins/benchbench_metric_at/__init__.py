@@ -91,6 +91,12 @@ class MetricAT(ReidDefense):
         self.attack.eps = self.params.eps / 255 * scale
         self.attack.alpha = self.params.alpha / 255 * scale
 
+    def state_dict(self) -> dict:
+        return {"attack": self.attack.state_dict()}  # its random starts and the ramped budget
+
+    def load_state_dict(self, state: dict) -> None:
+        self.attack.load_state_dict(state["attack"])
+
     def transform_batch(self, batch, run):
         return replace(batch, images=self.attack(batch.images, batch.pids))
 

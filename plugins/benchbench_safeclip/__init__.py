@@ -172,6 +172,17 @@ class SafeCLIP(ClipDefense):
         self.poison = torch.zeros(len(data), dtype=torch.bool) if poison is None else poison  # diagnostics only
         return super().train(model, config, data, clean=clean, poison=poison)
 
+    def state_dict(self) -> dict:
+        """The nearest-neighbour banks and the split: this epoch's safe set, the earlier
+        ones and the first split's safe fraction (the ratio schedule grows from it)."""
+        return {"banks": [bank.state_dict() for bank in self.banks], "safe": self.safe,
+                "safe_sets": self.safe_sets, "first_ratio": self.first_ratio}
+
+    def load_state_dict(self, state: dict) -> None:
+        for bank, saved in zip(self.banks, state["banks"]):
+            bank.load_state_dict(saved)
+        self.safe, self.safe_sets, self.first_ratio = state["safe"], state["safe_sets"], state["first_ratio"]
+
     def phases(self, config: TrainConfig) -> list[Phase]:
         p = self.params
         main = max(1, config.epochs - p.inmodal_warmup - p.multimodal_warmup)
