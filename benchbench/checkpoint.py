@@ -152,6 +152,10 @@ class Checkpointer:
             return epoch_end
         return steps is not None and not epoch_end and steps % self.every == 0
 
+    def exists(self) -> bool:
+        """Is there a committed checkpoint to resume from?"""
+        return (self.folder / POINTER).is_file()
+
     def save(self, state: dict[str, Any]) -> None:
         """Commit ``state`` as the folder's checkpoint (atomically; see the module doc)."""
         from safetensors.torch import save_file

@@ -146,6 +146,27 @@ class StageCache:
         self.stats[(name, "build")] += 1
         return Stage(name, key, final, hit=False)
 
+    def find(self, name: str, parts: dict[str, Any]) -> Stage | None:
+        """The stage for ``parts`` if it is built, or once its builder finishes if another
+        worker is building it now (waiting beats building it twice); ``None`` otherwise.
+        Never builds."""
+        key = self.key(name, parts)
+        final = self.root / name / key
+        if not (final / META).exists():
+            if not final.parent.is_dir():
+                return None
+            lock = FileLock(str(final) + ".lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # a builder holds it: wait for its result
+                with lock:
+                    pass
+            else:
+                lock.release()
+            if not (final / META).exists():
+                return None
+        return self._hit(name, key, final)
+
     def _build(self, name: str, key: str, parts: dict[str, Any], final: Path,
                build: Callable[[Path], None]) -> None:
         """Build into a temporary folder, make it durable, then rename it into place."""

@@ -115,6 +115,16 @@ class ClipDefense(Defense):
         ``poison``: ground truth for the log only). Returns the per-epoch log."""
         return train(model, self, config, data, clean=clean, poison=poison)
 
+    def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
+        """How many leading epochs of this defense's training are exactly standard CLIP
+        training (the same phase, lr schedule, batches and random draws as ``none``), with
+        no state of the defense's that those epochs would have changed. The task trains
+        that prefix once per poisoned data set and seed, as a cached stage, and every
+        defense declaring it resumes from there: the same weights and log as training it
+        alone, bit for bit (tests/clip/test_standard_prefix.py), for less compute.
+        0 (the default) shares nothing; declare more only when it holds."""
+        return 0
+
     # -- hooks (see benchbench.clip.trainer) -------------------------------------------
     def phases(self, config: TrainConfig) -> list[Phase]:
         return [Phase("train", config.epochs)]
@@ -145,6 +155,9 @@ class StandardClip(ClipDefense):
 
     name = "none"
     description = "standard CLIP training (no defense)"
+
+    def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
+        return config.epochs
 
 
 class ClipEvaluator(Evaluator):

@@ -248,9 +248,13 @@ class PoolRematchingDefense(ClipDefense):
     of each batch is re-matched, and the others' own (live) caption embeddings stay in
     the loss.
 
-    Departure from RoCLIP's code: the pool is filled in every epoch, not only in matching
-    epochs, so the first batch of a matching epoch meets recent real captions rather than
-    the random vectors lightly's memory bank starts with.
+    Departure from RoCLIP's code: the pool is filled in plain epochs too, not only in
+    matching ones, so the first batch of a matching epoch meets recent real captions
+    rather than the random vectors lightly's memory bank starts with. Filling starts in
+    the epoch before the first matching one when one epoch's captions fill the pool
+    (``pool_fill_epoch``: entries from earlier epochs would be overwritten unread), so
+    the epochs before it are plain CLIP and, without augmentation, are shared with the
+    ``none`` model's training (``standard_prefix``).
     """
 
     Params = PoolParams
@@ -259,7 +263,22 @@ class PoolRematchingDefense(ClipDefense):
               poison: Tensor | None = None) -> list[dict]:
         self.pool = FeatureQueue(self.params.pool_size)
         self.matches = MatchLog()
+        self.fill_from = self.pool_fill_epoch(config, len(data))
         return super().train(model, config, data, clean=clean, poison=poison)
+
+    def pool_fill_epoch(self, config: TrainConfig, n_pairs: int) -> int:
+        """The first (0-based) epoch whose captions enter the pool: the one before the first
+        matching epoch if one epoch's captions fill the pool, else 0."""
+        p = self.params
+        first_match = p.first_match_epoch + (-p.first_match_epoch % p.match_every)  # 1-based
+        if p.pool_size > (n_pairs // config.batch_size) * config.batch_size:
+            return 0
+        return max(0, min(first_match - 2, config.epochs))
+
+    def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
+        """The epochs before the pool fills are plain CLIP unless batches are augmented."""
+        p = self.params
+        return self.pool_fill_epoch(config, n_pairs) if p.image_augmentation == "none" and p.eda == 0 else 0
 
     def matching(self, state: TrainState) -> bool:
         """Is this a matching epoch: 1-based epoch >= ``first_match_epoch`` and a multiple
@@ -295,7 +314,8 @@ class PoolRematchingDefense(ClipDefense):
                              None if global_slots is None else self._caption_rows(batch, rows, global_slots))
         terms = {"clip": contrastive_loss(features.image, text, features.logit_scale)}
         terms.update(self.extra_loss(batch, features, state, rematched))
-        self.pool.push(features.text, batch.caption_index, features.text_tokens, features.text_mask)
+        if state.global_epoch >= self.fill_from:
+            self.pool.push(features.text, batch.caption_index, features.text_tokens, features.text_mask)
         return terms
 
     def _caption_rows(self, batch: Batch, rows: Tensor, slots: Tensor) -> Tensor:

@@ -6,6 +6,10 @@ Stages (content-hashed in ``ctx.cache``, so shared work happens once per grid):
                     clean pairs some defenses fine-tune on, the labelled evaluation set
                     (all resized to the model's input) and the zero-shot templates;
 ``clip-poisoned``   once per attack and seed, reused by every defense;
+``clip-prefix``     the first K epochs of standard CLIP on a poisoned set (a training
+                    checkpoint), once per K: defenses whose first K epochs are standard
+                    CLIP (``ClipDefense.standard_prefix``: ``none`` and CleanCLIP all of
+                    the protocol's epochs, RoCLIP its warm-up) start from it;
 ``clip-model``      once per poisoned set, defense and seed (weights as safetensors,
                     plus the training log).
 
@@ -16,7 +20,9 @@ the ``asr_clean`` base rate next to the ASR.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import ClassVar
 
@@ -34,6 +40,7 @@ from benchbench.clip.api import ClipDataAttack, ClipDefense, NoPoison, Poisoned,
 from benchbench.clip.evaluation import EvalInputs
 from benchbench.clip.model import ClipModel, ModelSpec, input_size
 from benchbench.clip.synthetic import SyntheticSpec, write_world
+from benchbench.clip import trainer
 from benchbench.clip.trainer import PairSet, TrainConfig
 from benchbench.context import RunContext
 from benchbench.errors import ConfigError
@@ -43,6 +50,8 @@ SYNTHETIC = "synthetic"
 TRAIN_LOG = "train_log.json"
 EVAL_DATA_NEEDED = ("task param eval_data is required with a data path: a labelled evaluation set with "
                     "<class>/ folders (or test/<class>/ and train/<class>/), see docs/data.md")
+PREFIX = "clip-prefix"  # standard CLIP's first epochs, shared by defenses that start the same way
+CHECKPOINT = "checkpoint"
 
 
 class ClipPoisoningTask(Task):
@@ -187,7 +196,9 @@ class ClipPoisoningTask(Task):
                                                         "seed": ctx.seed}, build)
 
     def trained_model(self, base: Stage, attack: ClipDataAttack, defense: ClipDefense, ctx: RunContext) -> Stage:
-        """The defense's model; a killed build resumes from its checkpoints (``ctx.checkpoint_every``)."""
+        """The defense's model; a killed build resumes from its checkpoints (``ctx.checkpoint_every``),
+        and a defense whose first epochs are standard CLIP starts from the shared
+        ``clip-prefix`` stage of those epochs (``ClipDefense.standard_prefix``)."""
         poisoned = self.poisoned_data(base, attack, ctx)
         parts = {"data": poisoned.key, "defense": defense.identity(), "task": self.identity(drop=("data_name",)),
                  "seed": ctx.seed}
@@ -195,18 +206,61 @@ class ClipPoisoningTask(Task):
                                    what=f"clip-model: {defense.name} on {attack.name}, seed {ctx.seed}")
 
         def build(out: Path) -> None:
-            train = Poisoned.load(poisoned.path).train
-            clean = datasets.load_from_disk(str(base.path / "clean"))
-            model = ClipModel.create(self.model_spec(), seed=ctx.seed, device=ctx.device)
-            log = defense.train(model, self.train_config(ctx.seed, ctx.progress, ctx.precision, checkpoints),
-                                PairSet.from_dataset(train, model),
-                                clean=PairSet.from_dataset(clean, model) if len(clean) else None,
-                                poison=torch.tensor(train[clip_data.POISON], dtype=torch.bool))
+            def start_from_prefix(config: TrainConfig, n_pairs: int) -> None:
+                epochs = defense.standard_prefix(config, n_pairs)
+                if epochs > 0 and not checkpoints.exists():
+                    state = Checkpointer(self.standard_prefix(base, poisoned, epochs, ctx).path / CHECKPOINT).load()
+                    checkpoints.save({**state, "defense": None})  # the defense starts fresh from here
+
+            model, log = self._train(base, poisoned, defense, ctx, checkpoints, before=start_from_prefix)
             model.save(out)
             defense.save_artifacts(out)
             (out / TRAIN_LOG).write_text(json.dumps(log, indent=1))
 
         return ctx.cache.get_or_build("clip-model", parts, build)
+
+    def standard_prefix(self, base: Stage, poisoned: Stage, epochs: int, ctx: RunContext) -> Stage:
+        """The first ``epochs`` epochs of standard CLIP on ``poisoned`` (the protocol's
+        schedule, cut short) as a checkpoint: the ``none`` model's training and every
+        defense that declares them as its ``standard_prefix`` share it. It is built on top
+        of the longest shorter prefix already in the cache (or being built: it waits), so
+        one standard training serves every cut point the grid's defenses need."""
+        def parts(k: int) -> dict:
+            return {"data": poisoned.key, "task": self.identity(drop=("data_name",)), "seed": ctx.seed,
+                    "epochs": k}
+
+        def build(out: Path) -> None:
+            checkpoints = Checkpointer(ctx.cache.checkpoint_folder(PREFIX, parts(epochs)), ctx.checkpoint_every,
+                                       what=f"{PREFIX}: {epochs} epochs, seed {ctx.seed}")
+            if not checkpoints.exists():
+                shorter = next((s for k in range(epochs - 1, 0, -1) if (s := ctx.cache.find(PREFIX, parts(k)))),
+                               None)
+                if shorter is not None:
+                    checkpoints.save(Checkpointer(shorter.path / CHECKPOINT).load())
+            self._train(base, poisoned, StandardClip(preset=ctx.preset), ctx, checkpoints, stop_after=epochs)
+            shutil.copytree(checkpoints.folder, out / CHECKPOINT)
+
+        return ctx.cache.get_or_build(PREFIX, parts(epochs), build)
+
+    def _train(self, base: Stage, poisoned: Stage, defense: ClipDefense, ctx: RunContext, checkpoints: Checkpointer,
+               before: Callable[[TrainConfig, int], None] | None = None,
+               stop_after: int | None = None) -> tuple[ClipModel, list[dict]]:
+        """Train a fresh model of the protocol on the poisoned pairs through ``defense``
+        (``before(config, n_pairs)`` runs first, e.g. to seed the checkpoint folder)."""
+        train = Poisoned.load(poisoned.path).train
+        clean = datasets.load_from_disk(str(base.path / "clean"))
+        config = self.train_config(ctx.seed, ctx.progress, ctx.precision, checkpoints)
+        if before is not None:
+            before(config, len(train))
+        model = ClipModel.create(self.model_spec(), seed=ctx.seed, device=ctx.device)
+        data = PairSet.from_dataset(train, model)
+        clean_pairs = PairSet.from_dataset(clean, model) if len(clean) else None
+        poison = torch.tensor(train[clip_data.POISON], dtype=torch.bool)
+        if stop_after is None:
+            log = defense.train(model, config, data, clean=clean_pairs, poison=poison)
+        else:
+            log = trainer.train(model, defense, config, data, clean=clean_pairs, poison=poison, stop_after=stop_after)
+        return model, log
 
     # -- the cell ------------------------------------------------------------------------
     def run(self, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:

@@ -193,13 +193,18 @@ def _rematch_stats(pairing: torch.Tensor, poison: torch.Tensor | None) -> dict[s
 
 
 def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: PairSet,
-          clean: PairSet | None = None, poison: torch.Tensor | None = None) -> list[dict]:
+          clean: PairSet | None = None, poison: torch.Tensor | None = None,
+          stop_after: int | None = None) -> list[dict]:
     """Train ``model`` in place through ``defense``'s phases; return the per-epoch log.
 
     ``poison`` (bool per row of ``data``) is the ground truth, used only for the
     re-matching diagnostics in the log; hooks never see it. With ``config.checkpoints``
     the loop saves its whole state as it goes and starts from the folder's checkpoint if
     there is one, ending with the same weights and log as an uninterrupted run.
+    ``stop_after`` ends the training after that many epochs of the plan with a checkpoint
+    saved there (needs ``config.checkpoints``): a standard-CLIP prefix that defenses
+    branch off (``ClipDefense.standard_prefix``). A checkpoint whose ``defense`` state is
+    ``None`` is such a prefix: the defense starts from it with its own fresh state.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -209,7 +214,8 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
     resume = config.checkpoints.load() if config.checkpoints is not None else None
     if resume is not None:
         model.net.load_state_dict(resume["model"])
-        defense.load_state_dict(resume["defense"])
+        if resume["defense"] is not None:
+            defense.load_state_dict(resume["defense"])
         precision.load_state_dict(resume["precision"])
         history, steps = resume["history"], resume["steps"]
     model.net.train()
@@ -296,6 +302,9 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                 state.timed_seconds = {}
             history.append(record)
             global_epoch += 1
+            if global_epoch == stop_after:
+                checkpoint(epoch + 1, None)
+                return history
             if config.checkpoints is not None and config.checkpoints.due(epoch_end=True):
                 checkpoint(epoch + 1, None)
     require_finite_weights(model.net, f"CLIP model ({defense.name}, seed {config.seed})")

@@ -59,6 +59,10 @@ class CleanCLIP(ClipDefense):
         "paper": {},
     }
 
+    def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
+        """Its pre-training phase is standard CLIP: it fine-tunes the ``none`` model."""
+        return config.epochs
+
     def phases(self, config: TrainConfig) -> list[Phase]:
         p = self.params
         return [Phase("train", config.epochs), Phase(FINETUNE, p.finetune_epochs, data="clean", lr=p.finetune_lr)]
