@@ -141,7 +141,7 @@ def test_fna_push_only_has_no_pull_term(registry):
 
     f = torch.tensor([[0.0, 0.0], [1.0, 0.0], [5.0, 0.0], [6.0, 0.0]])
     pids = torch.tensor([1, 1, 2, 2])
-    net = torch.nn.Identity()
+    net = torch.nn.Linear(2, 2)  # torchattacks reads the device from a parameter
     push = FurthestNegativeAttack(net, eps=0.1, alpha=0.1, steps=1, pull="none")
     guides = push.guides(f, pids)
     assert guides.pull is None
