@@ -58,9 +58,8 @@ class SelfPush(MetricAT):
     name = "metric-at-self-push"
     description = "metric-at with SMA's guide (push from the image's own clean feature) instead of push/pull"
 
-    def on_train_start(self, run) -> None:
-        p = self.params
-        self.attack = run.build_attack("sma", {"eps": p.eps, "alpha": p.alpha, "steps": p.steps})
+    def __init__(self, params=None, preset=None):
+        super().__init__({"guides": "self", **dict(params or {})}, preset)  # metric-at's own variant now
 
 
 class Mixed(MetricAT):

@@ -2,7 +2,12 @@
 
 - ``ReidInputAttack.build(model, seed)`` returns a ``torchattacks.attack.Attack``: called as
   ``attack(images, pids)`` on [0, 1] images, it returns adversarial images in [0, 1]
-  within the L-inf ball. The attacks therefore also work outside benchbench.
+  within the L-inf ball. The attacks therefore also work outside benchbench. Before
+  ``build`` the task calls ``prepare(AttackContext)`` with what an attack may need
+  beyond the images it perturbs (the training set a universal perturbation is fitted
+  on, the surrogate models of a black-box transfer), and ``perturbs()`` says which
+  split the attack perturbs: the queries, or (Bai's main setting) the gallery, guided
+  by the queries.
 - ``ReidDefense`` is a set of trainer hooks. ``benchbench.reid.trainer.train`` calls
   them in this order, passing the live ``TrainRun`` (model, optimizer, config, seed,
   stage cache, attack factory, standard losses):
@@ -33,7 +38,7 @@ types below are for annotations only.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Callable, ClassVar, Literal
 
 from benchbench.api import Defense, Evaluator, InputAttack
 
@@ -52,17 +57,40 @@ TRACK = "reid"
 class ReidInputAttack(InputAttack):
     """A test-time attack on query images (L-inf, [0, 1] images; epsilons in /255 units).
 
-    ``uses_labels`` says whether the attack reads the query identities (guided attacks
-    do; self-guided ones do not): it is shown to users because it changes the threat
-    model. No attack ever sees gallery labels.
+    ``uses_labels`` says whether the attack reads the identities of the images it
+    perturbs (guided attacks do; self-guided ones do not): it is shown to users because
+    it changes the threat model. A query attack never sees gallery labels; a gallery
+    attack (param ``perturb: gallery``) reads the gallery's, to guide each gallery image
+    by the queries of its identity, as in Bai et al.
     """
 
     track: ClassVar[str] = TRACK
     uses_labels: ClassVar[bool] = False
 
+    def prepare(self, context: "AttackContext") -> None:
+        """Called by the task once per cell before ``build``; most attacks need nothing."""
+
+    def perturbs(self) -> Literal["query", "gallery"]:
+        """The split the attack perturbs: its ``perturb`` param if it has one, else the queries."""
+        return getattr(self.params, "perturb", "query")
+
     def build(self, model: "torch.nn.Module", seed: int = 0) -> "Attack":
         """The attack bound to ``model``; ``seed`` fixes its random start, if any."""
         raise NotImplementedError
+
+
+@dataclass
+class AttackContext:
+    """What the task offers an attack beyond the images it perturbs.
+
+    ``train``: the training split (identities disjoint from the test ones), on which a
+    universal perturbation is fitted. ``surrogate(arch)``: the undefended model of
+    architecture ``arch`` trained by this task's protocol on the same data and seed (a
+    stage of the cache, trained once), for black-box transfer attacks.
+    """
+
+    train: "ImageSet"
+    surrogate: Callable[[str], "torch.nn.Module"]
 
 
 class ReidDefense(Defense):

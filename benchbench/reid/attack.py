@@ -12,7 +12,8 @@ training.
 Guides come from the set the attack is called on (the whole query set at test time,
 the batch during adversarial training), so ``attack(images, pids)`` must receive every
 image whose clean feature may guide another; the loop itself runs in chunks of
-``batch_size``.
+``batch_size``. Bai's main setting attacks the gallery instead, guided by the queries:
+``attack(gallery, gallery_pids, guide_images=queries, guide_pids=query_pids)``.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class Guides:
     pull: torch.Tensor | None = None
     random_start: torch.Tensor | None = None
 
-    def __getitem__(self, index: slice) -> "Guides":
+    def __getitem__(self, index: slice | torch.Tensor) -> "Guides":
         return Guides(*(None if t is None else t[index]
                         for t in (self.push, self.push_mask, self.pull, self.random_start)))
 
@@ -57,16 +58,28 @@ def self_guides(features: torch.Tensor) -> Guides:
     return Guides(features[:, None, :], torch.ones(len(features), 1, dtype=torch.bool))
 
 
+def _guides_where(features: torch.Tensor, same: torch.Tensor) -> Guides:
+    """Guides of image i: the rows j of ``features`` with ``same[i, j]``, padded and masked."""
+    width = max(1, int(same.sum(1).max()))
+    order = same.float().argsort(dim=1, descending=True, stable=True)[:, :width]  # same-id first
+    mask = same.gather(1, order)
+    return Guides(features[order], mask)
+
+
 def same_identity_guides(features: torch.Tensor, pids: torch.Tensor, include_self: bool = True) -> Guides:
     """The clean features of every image with the same identity, the image itself included
     unless ``include_self`` is False (then an image alone in its identity has no guide)."""
     same = pids[:, None] == pids[None, :]  # (N, N)
     if not include_self:
         same &= ~torch.eye(len(pids), dtype=torch.bool)
-    width = max(1, int(same.sum(1).max()))
-    order = same.float().argsort(dim=1, descending=True, stable=True)[:, :width]  # same-id first
-    mask = same.gather(1, order)
-    return Guides(features[order], mask)
+    return _guides_where(features, same)
+
+
+def cross_set_guides(guide_features: torch.Tensor, guide_pids: torch.Tensor, pids: torch.Tensor) -> Guides:
+    """For each image, the clean features of another set's images of its identity (Bai's
+    gallery attack: the queries of each gallery image's identity). An image whose
+    identity is absent from that set (a distractor) has no guide."""
+    return _guides_where(guide_features, pids[:, None] == guide_pids[None, :])
 
 
 def other_same_identity_guides(features: torch.Tensor, pids: torch.Tensor) -> Guides:
@@ -150,12 +163,28 @@ class MetricAttack(Attack):
         f = self.get_logits(images)
         return F.normalize(f, dim=1) if self.normalize_features else f
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None,
+                guide_images: torch.Tensor | None = None, guide_pids: torch.Tensor | None = None) -> torch.Tensor:
+        """Attack ``images``, guided by the method's own rule on them; or, given
+        ``guide_images`` and their ``guide_pids``, by the clean features of those of the
+        same identity (Bai's gallery attack, guided by the queries): images without such
+        a guide are returned clean."""
         images = images.clone().detach().to(self.device)
         pids = labels.detach().cpu() if labels is not None else torch.arange(len(images))
+        if guide_images is None:
+            return self._perturb_all(images, self.guides(self._clean(images), pids))
+        guides = cross_set_guides(self._clean(guide_images.to(self.device)), guide_pids.cpu(), pids)
+        guided = guides.push_mask.any(1)
+        out = images.clone()
+        if guided.any():
+            out[guided.to(out.device)] = self._perturb_all(images[guided.to(images.device)], guides[guided])
+        return out
+
+    def _clean(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            clean = torch.cat([self.embed(chunk).cpu() for chunk in images.split(self.batch_size)])
-        guides = self.guides(clean, pids)
+            return torch.cat([self.embed(chunk).cpu() for chunk in images.split(self.batch_size)])
+
+    def _perturb_all(self, images: torch.Tensor, guides: Guides) -> torch.Tensor:
         return torch.cat([self._perturb(images[i:i + self.batch_size], guides[i:i + self.batch_size])
                           for i in range(0, len(images), self.batch_size)])
 

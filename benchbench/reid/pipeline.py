@@ -1,5 +1,6 @@
 """One ReID cell, stage by stage: data -> model (per defense and seed) -> gallery
-embeddings (per model and gallery) -> attacked queries and ranking (per cell).
+embeddings (per model and gallery) -> attacked queries (or, for a gallery attack, attacked gallery) and ranking
+(per cell).
 
 In the cross-data-set protocol (task param ``eval_data``) the model trains on the task's
 data set and the queries and gallery come from the other one; the model stage's key
@@ -14,10 +15,11 @@ from safetensors.torch import load_file, save_file
 from benchbench.cells import ResolvedCell, stable_hash
 from benchbench.checkpoint import Checkpointer
 from benchbench.context import RunContext
-from benchbench.reid.api import Embeddings, ReidDefense
+from benchbench.errors import ConfigError
+from benchbench.reid.api import AttackContext, Embeddings, ReidDefense
 from benchbench.reid.data import ReidData, find_layout_root, load_reid_data
 from benchbench.reid.layouts import MSMT_LISTS
-from benchbench.reid.models import extract_features, load_model, save_model
+from benchbench.reid.models import build_model, extract_features, load_model, save_model
 from benchbench.reid.synthetic import GENERATOR_VERSION, SyntheticSpec, generate
 from benchbench.precision import Precision
 from benchbench.reid.trainer import TrainConfig, train
@@ -84,6 +86,18 @@ def reference_stage(task, data: ReidData, data_key: str, ctx: RunContext, root: 
     return model_stage(task, plain, data, data_key, ctx, root)
 
 
+def surrogate_model(task, arch: str, data: ReidData, data_key: str, ctx: RunContext, root: Path | None = None):
+    """The ``none`` model of architecture ``arch`` trained by ``task``'s protocol (same data,
+    seed and budget; from scratch, as a target's checkpoint does not fit another
+    architecture): a black-box attacker's surrogate, cached as that task's own model."""
+    if arch == task.params.arch:
+        raise ConfigError(f"surrogate architecture '{arch}' is the target model's own: a black-box "
+                          f"transfer needs another one (e.g. {'resnet18' if arch != 'resnet18' else 'osnet_x0_25'})")
+    build_model(arch, num_classes=1)  # an unknown name fails here, with close matches
+    other = type(task)({**task.params.model_dump(), "arch": arch, "weights": None})
+    return load_model(reference_stage(other, data, data_key, ctx, root).path).to(ctx.device)
+
+
 def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext,
                        eval_key: str | None = None) -> Embeddings:
     """The clean gallery's embeddings by ``model``; ``eval_key``: the gallery's data set
@@ -116,8 +130,16 @@ def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, f
     model = load_model(trained.path).to(ctx.device)
     with Precision(ctx.precision, ctx.device).autocast():  # embeddings and the attack's forward passes
         gallery = gallery_embeddings(trained.key, model, data, ctx, eval_key)
+        cell.attack.prepare(AttackContext(data.train, lambda arch: surrogate_model(task, arch, data, data_key, ctx,
+                                                                                   root)))
         attack = cell.attack.build(model, seed=ctx.seed)
-        queries = attack(data.query.floats(), data.query.pids)
+        if cell.attack.perturbs() == "gallery":
+            images = attack(data.gallery.floats(), data.gallery.pids,
+                            guide_images=data.query.floats(), guide_pids=data.query.pids)
+            gallery = Embeddings(extract_features(model, images), data.gallery.pids, data.gallery.camids)
+            queries = data.query.floats()
+        else:
+            queries = attack(data.query.floats(), data.query.pids)
         query = Embeddings(extract_features(model, queries), data.query.pids, data.query.camids)
     ctx.notes["model_stage"] = {"key": trained.key, "hit": trained.hit}
     return {e.name: e.evaluate_model(query, gallery, trained.path) for e in cell.evaluators}

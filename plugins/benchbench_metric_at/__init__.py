@@ -3,9 +3,13 @@
 Every training batch is replaced by its adversarial version: PGD with a random start
 that pushes each image away from the batch's images of its identity and pulls it
 toward the farthest feature of another identity (the registered ``fna`` attack with
-``pull="feature"``, bound to the model being trained). The ``default`` loss is
-cross-entropy plus the soft-margin triplet softplus(d_ap - d_an) with batch-hard mining;
-GOAT trains with one or the other (``loss``), never both.
+``pull="feature"``, bound to the model being trained). ``guides`` selects GOAT's other
+training attacks (``train.py``: ``--adv --push`` without ``--pull``; ``--adv --sma``, its
+README's "0 pushing, 0 pulling guides" models): ``push`` drops the pull term (``fna``
+with ``pull="none"``), ``self`` pushes each image from its own clean feature (the
+``sma`` attack, label-free). The ``default`` loss is cross-entropy plus the soft-margin
+triplet softplus(d_ap - d_an) with batch-hard mining; GOAT trains with one or the other
+(``loss``), never both.
 
 The ``paper`` preset follows GOAT's reference code (CEA-LIST/adv-reid ``train.py`` and
 ``utils/evaluation.py::create_adv_batch``, as its README trains a defended model:
@@ -68,6 +72,9 @@ class MetricAT(ReidDefense):
             "fraction of the epochs over which eps and the step size ramp up linearly from 0"))
         loss: Literal["ce+triplet", "ce", "triplet"] = Field("ce+triplet", description=(
             "training loss: cross-entropy, soft-margin batch-hard triplet, or both (GOAT: one of the two)"))
+        guides: Literal["push-pull", "push", "self"] = Field("push-pull", description=(
+            "training attack's guides (GOAT's variants): push from the identity's images and pull to "
+            "the farthest other (FNA), push only, or the image's own clean feature (SMA)"))
 
     presets: ClassVar = {
         "smoke": {"steps": 1, "alpha": 8.0},
@@ -75,15 +82,18 @@ class MetricAT(ReidDefense):
         "paper": {"eps": 5 * GOAT_STD, "alpha": GOAT_STD, "steps": 7, "eps_warmup": 0.0, "loss": "ce"},
     }
 
-    TRAINING_ATTACK = "fna"
+    # the registered attack each ``guides`` trains on, and its params beyond the budget
+    TRAINING_ATTACKS: ClassVar = {"push-pull": ("fna", {"pull": "feature", "random_start": True}),
+                                  "push": ("fna", {"pull": "none", "random_start": True}),
+                                  "self": ("sma", {})}
 
     def trained_against(self) -> tuple[str, ...]:
-        return (self.TRAINING_ATTACK,)  # its fna columns are not a generalisation test
+        return (self.TRAINING_ATTACKS[self.params.guides][0],)  # those columns are not a generalisation test
 
     def on_train_start(self, run) -> None:
         p = self.params
-        self.attack = run.build_attack(self.TRAINING_ATTACK, {"eps": p.eps, "alpha": p.alpha, "steps": p.steps,
-                                                  "pull": "feature", "random_start": True})
+        name, extra = self.TRAINING_ATTACKS[p.guides]
+        self.attack = run.build_attack(name, {"eps": p.eps, "alpha": p.alpha, "steps": p.steps, **extra})
 
     def on_epoch_start(self, run) -> None:
         ramp = self.params.eps_warmup * run.config.epochs

@@ -9,7 +9,7 @@ from benchbench.reid.attack import (farthest_feature, farthest_prototype, identi
                                     other_same_identity_guides, same_identity_guides)
 from benchbench.reid.models import build_model
 
-ATTACKS = ["none", "metric-fgsm", "metric-ifgsm", "metric-mifgsm", "sma", "odfa", "fna"]
+ATTACKS = ["none", "metric-fgsm", "metric-ifgsm", "metric-mifgsm", "pgd", "sma", "odfa", "fna"]
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def test_bai_attacks_move_every_query_to_the_boundary(registry, model, queries, 
     assert torch.allclose(linf, torch.full_like(linf, 8 / 255), atol=1e-6), linf * 255
 
 
-@pytest.mark.parametrize("name", ["metric-ifgsm", "sma", "odfa", "fna"])
+@pytest.mark.parametrize("name", ["metric-ifgsm", "pgd", "sma", "odfa", "fna"])
 def test_attack_pushes_features_away(registry, model, queries, name):
     images, pids = queries
     with torch.no_grad():
@@ -95,6 +95,7 @@ def test_guides():
 
 
 def test_label_use_is_declared(registry):
-    uses = {n: registry.get("attack", "reid", n).uses_labels for n in ATTACKS}
+    uses = {n: registry.get("attack", "reid", n).uses_labels for n in [*ATTACKS, "uap", "blackbox-transfer"]}
     assert uses == {"none": False, "metric-fgsm": True, "metric-ifgsm": True, "metric-mifgsm": True,
-                    "sma": False, "odfa": False, "fna": True}
+                    "pgd": True, "sma": False, "odfa": False, "fna": True, "uap": False,
+                    "blackbox-transfer": True}
