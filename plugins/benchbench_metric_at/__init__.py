@@ -64,6 +64,8 @@ class MetricAT(ReidDefense):
     name = "metric-at"
     description = "Online metric adversarial training (GOAT): push/pull PGD batches, CE + soft-margin triplet"
 
+    added_params = ("guides",)  # after version 1's results: at its default, keys stay as they were
+
     class Params(Params):
         eps: float = Field(8.0, ge=0, le=255, description="training perturbation budget (L-inf, /255 units)")
         alpha: float = Field(3.0, gt=0, description="PGD step size (/255 units)")

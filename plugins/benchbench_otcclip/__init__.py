@@ -97,7 +97,8 @@ class OTCCLIP(PoolRematchingDefense):
     name = "otcclip"
     # 2: benchbench.ot gained a Newton phase; distances, hence results, moved.
     # 3: the default preset's intra loss uses an augmented second view (it was the same pair).
-    version = "3"
+    # 4: the pool fills from the epoch before the first matching one (pool_fill_epoch).
+    version = "4"
     description = "OTCCLIP (our reading): pool re-matching re-ranked by patch/word-token OT, plus OT alignment losses"
     needs_tokens: ClassVar[bool] = True
 

@@ -95,6 +95,7 @@ class MetricIFGSM(_Iterative):
     description = "Bai et al. metric I-FGSM: push the query from the other same-identity queries (f^, MSE)"
     method = "MetricIterative"
     Params = BaiParams
+    added_params = ("perturb",)  # after version 2's results: at its default, keys stay as they were
 
 
 class MetricMIFGSM(MetricIFGSM):

@@ -28,7 +28,8 @@ from benchbench.clip.rematch import CPU_WARM_UP, PoolRematchingDefense
 
 class RoCLIP(PoolRematchingDefense):
     name = "roclip"
-    version = "2"  # 2: the CPU warm-up re-chosen on world 2 (CPU_WARM_UP_EPOCHS)
+    version = "3"  # 2: the CPU warm-up re-chosen on world 2 (CPU_WARM_UP_EPOCHS); 3: the pool fills from the
+    # epoch before the first matching one (PoolRematchingDefense.pool_fill_epoch)
     description = "RoCLIP: every K epochs, train each image with its nearest caption in a FIFO caption pool"
     presets: ClassVar = {
         "smoke": {"pool_size": 128, "augment_group": 16, "match_every": 1, "first_match_epoch": 1},
