@@ -22,11 +22,12 @@ import torch
 from benchbench.cells import stable_hash
 from benchbench.errors import ConfigError, DataError
 from benchbench.numerics import isolated_rng
+from benchbench.reid import diffusion
 from benchbench.reid.data import NAME, ImageSet, LayoutDataset
 from benchbench.reid.models import extract_features, load_model
 from benchbench.reid.trainer import Batch, TrainRun
 from benchbench.stages import Stage, StageCache
-from benchbench_dddefense import balancing, diffusion, gate
+from benchbench_dddefense import balancing, gate
 from benchbench_dddefense.fnes import farthest_targets, fnes_loss
 from benchbench_dddefense.meta import first_order_meta_step, self_consistency, split_identities, split_pool
 

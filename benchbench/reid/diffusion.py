@@ -1,4 +1,7 @@
-"""An identity- and camera-conditioned diffusion model for the balancing phase.
+"""The ReID track's diffusion generator: an identity- and camera-conditioned diffusion
+model, made for DDDefense's balancing phase and shared with the test-time purifier
+(``benchbench_testtime``), which trains it unconditionally (one identity, one camera,
+identity always dropped).
 
 The generator must draw person *i* as seen by camera *c*, also when *i* was never seen
 by *c* (exactly what intra-identity balancing asks for). A class index per
@@ -220,7 +223,7 @@ def load(directory: str | Path) -> ConditionalUNet:
     meta_path = directory / "diffusion.json"
     if not meta_path.is_file():
         raise DataError(f"{directory} is not a saved dddefense generator (no diffusion.json); give a "
-                        f"folder written by benchbench_dddefense.diffusion.save, or leave diffusion_path unset")
+                        f"folder written by benchbench.reid.diffusion.save, or leave diffusion_path unset")
     meta = json.loads(meta_path.read_text())
     model = ConditionalUNet(meta["num_ids"], meta["num_cams"], tuple(meta["size"]), tuple(meta["channels"]))
     model.unet = UNet2DModel.from_pretrained(str(directory / "unet"), local_files_only=True,
