@@ -1,5 +1,6 @@
 """One ReID cell, stage by stage: data -> model (per defense and seed) -> gallery
-embeddings (per model) -> attacked queries and ranking (per cell)."""
+embeddings (per model, and per purifier under a test-time defense) -> attacked queries
+and ranking (per cell)."""
 from __future__ import annotations
 
 from dataclasses import asdict
@@ -9,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from benchbench.cells import ResolvedCell, stable_hash
 from benchbench.context import RunContext
+from benchbench.purify import Purified
 from benchbench.reid.api import Embeddings, ReidDefense
 from benchbench.reid.data import ReidData, find_layout_root, load_reid_data
 from benchbench.reid.models import extract_features, load_model, save_model
@@ -62,10 +64,18 @@ def reference_stage(task, data: ReidData, data_key: str, ctx: RunContext, root: 
     return model_stage(task, plain, data, data_key, ctx, root)
 
 
-def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext) -> Embeddings:
+def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext,
+                       purifier: dict | None = None) -> Embeddings:
+    """The clean gallery's features, a stage of the model. Under a purifying defense,
+    ``purifier`` is the defense's identity (added to the key with the seed) and ``model``
+    a function building the purified network: the gallery gets a purifier of its own, so
+    whether this stage was cached leaves the queries' random draws as they were."""
+    parts = {"model": model_key} if purifier is None else {"model": model_key, "purifier": purifier,
+                                                             "seed": ctx.seed}
     stage = ctx.cache.get_or_build(
-        "reid-gallery", {"model": model_key},
-        lambda out: save_file({"features": extract_features(model, data.gallery.images)},
+        "reid-gallery", parts,
+        lambda out: save_file({"features": extract_features(model if purifier is None else model(),
+                                                            data.gallery.images)},
                               str(out / "features.safetensors")))
     features = load_file(str(stage.path / "features.safetensors"))["features"]
     return Embeddings(features, data.gallery.pids, data.gallery.camids)
@@ -74,10 +84,22 @@ def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext) -
 def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
     data_key, root = data_source(task, ctx)
     data = load_reid_data(root, (task.params.height, task.params.width), task.params.layout)
-    trained = model_stage(task, cell.defense, data, data_key, ctx, root)
-    model = load_model(trained.path).to(ctx.device)
-    gallery = gallery_embeddings(trained.key, model, data, ctx)
-    attack = cell.attack.build(model, seed=ctx.seed)
+    defense = cell.defense
+    # a test-time defense evaluates the none defense's model (the none cells' stage)
+    trained = (reference_stage(task, data, data_key, ctx, root) if defense.test_time
+               else model_stage(task, defense, data, data_key, ctx, root))
+    model = attacked = load_model(trained.path).to(ctx.device)
+    purifier = defense.purifier(data.train, data_key, ctx)
+    if purifier is None:
+        gallery = gallery_embeddings(trained.key, model, data, ctx)
+    else:
+        net = model
+        gallery = gallery_embeddings(
+            trained.key, lambda: Purified(net, defense.purifier(data.train, data_key, ctx)).to(ctx.device),
+            data, ctx, purifier=defense.identity())
+        model = Purified(net, purifier).to(ctx.device)
+        attacked = net if defense.attacker_gradient() == "oblivious" else model
+    attack = cell.attack.build(attacked, seed=ctx.seed)
     queries = attack(data.query.floats(), data.query.pids)
     query = Embeddings(extract_features(model, queries), data.query.pids, data.query.camids)
     ctx.notes["model_stage"] = {"key": trained.key, "hit": trained.hit}
