@@ -4,7 +4,8 @@ Each defense here has ``test_time = True``: the task does not train it, it evalu
 ``none`` defense's model of the same data and seed (a cache hit in a grid with ``none``)
 behind the defense's purifier (``benchbench.purify``). Its cell key is its own (name,
 version, params), so its rows never mix with ``none``'s; its model stage is ``none``'s.
-Composing a purifier with a trained defense is a training defense overriding
+Their ``cost`` rows are that model's training cost (they train nothing more); what
+purifying costs is in the cells' wall time. Composing a purifier with a trained defense is a training defense overriding
 ``purifier`` (see docs/writing-a-plugin.md); we ship the purifiers alone so that each row
 measures the purifier alone.
 
