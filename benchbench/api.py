@@ -231,9 +231,28 @@ class InputAttack(Component):
 
 
 class Defense(Component):
-    """Trains a model for its track; the track's trainer calls its hooks."""
+    """Trains a model for its track (the track's trainer calls its hooks) and may act at
+    inference too, through the track's ``purifier`` hook: a transform of every image the
+    evaluators and the attacks give the model (``benchbench.purify``).
+
+    ``test_time = True`` marks a defense that acts *only* at inference: the track does not
+    train it, it evaluates the ``none`` defense's model of the same data and seed (the
+    stage the grid's ``none`` cells use, a cache hit) behind the defense's purifier. A
+    training defense that also purifies keeps ``test_time = False`` and overrides
+    ``purifier``: it is trained and purified.
+    """
 
     kind: ClassVar[Kind] = "defense"
+    test_time: ClassVar[bool] = False
+
+    def attacker_gradient(self) -> str | None:
+        """How a gradient attack of the cell gets through the defense's purifier, stored with
+        the cell and shown on the board next to the defense's name: ``"exact"`` (it
+        differentiates the purifier), ``"bpda"`` (the purifier in the forward pass, identity
+        in the backward pass: Athalye et al. 2018), ``"oblivious"`` (the attack is crafted
+        on the bare model and purified afterwards), or None (no purifier, or no gradient
+        attack in the track)."""
+        return None
 
     def trained_against(self) -> tuple[str, ...]:
         """Names of the attacks this defense meets during training (adversarial training's

@@ -123,6 +123,14 @@ def _provenance(group: pd.DataFrame) -> dict[str, Any]:
     }
 
 
+def _gradient_note(components_json: str) -> str:
+    """`` [attacker: bpda]``: how the attacks got through a test-time purifier (``exact``,
+    ``bpda`` or ``oblivious``, ``Defense.attacker_gradient``), part of the defense's row label
+    so the threat model is read with the numbers; empty for a defense without a purifier."""
+    gradient = json.loads(components_json)["defense"].get("attacker_gradient")
+    return f" [attacker: {gradient}]" if gradient else ""
+
+
 def _trained_against(group: pd.DataFrame) -> list[str]:
     """The attacks the cell's defense trained against, as the runner stored them."""
     return sorted({a for c in group["components_json"] for a in json.loads(c)["defense"].get("trained_against", [])})
@@ -218,7 +226,7 @@ def build_boards(store_path: str | Path, roles: Roles | None = None,
     boards = []
     for (track, protocol, preset), tdf in df.groupby(["track", "protocol", "preset"], sort=True):
         tdf = tdf.assign(attack_name=tdf["attack"], attack=_variant_labels(tdf, "attack"),
-                         defense=_variant_labels(tdf, "defense"))
+                         defense=_variant_labels(tdf, "defense") + tdf["components_json"].map(_gradient_note))
         groups = list(tdf.groupby(KEY_COLUMNS, sort=True))
         rows = [_entry(key, g, protocol, roles or {}, definitions or {}) for key, g in groups]
         metrics = {}

@@ -72,6 +72,8 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
             for e in resolved.evaluators
         ]
         result["components"]["defense"]["trained_against"] = list(resolved.defense.trained_against())
+        if resolved.defense.attacker_gradient() is not None:  # a purifier: the board says how it was attacked
+            result["components"]["defense"]["attacker_gradient"] = resolved.defense.attacker_gradient()
         result["dataset"] = resolved.task.dataset_name()
         result["model"] = resolved.task.model_name()
         ctx = RunContext(cache=cache, seed=cell.seed, preset=cell.preset, device=env.device,

@@ -33,7 +33,7 @@ from benchbench.reid.task import ReidAdversarialTask
 from benchbench.stages import StageCache
 from benchbench_dddefense import DDDefense
 from benchbench_dddefense.balancing import bias_stats, camera_counts, layout_files, plan, read_layout
-from benchbench_dddefense.diffusion import load, sample
+from benchbench.reid.diffusion import load, sample
 from benchbench_dddefense.phases import extension_stage, gate_stage, generator, train_pid_names
 
 FRAMES = {"kept": (0, 160, 0), "rejected": (220, 0, 0), "capped": (230, 190, 0)}

@@ -9,7 +9,9 @@
   overrides its hooks (``phases``, ``on_epoch_start``, ``augment``, ``loss``,
   ``on_epoch_end``); see that module for what each hook is for. A defense that does not
   fit the loop (say, filtering the data with an external model first) overrides
-  ``train`` and may still call ``super().train``.
+  ``train`` and may still call ``super().train``. At inference, ``purifier(ctx)`` may return
+  a ``benchbench.purify.Purifier`` that every evaluated image goes through; a defense with
+  ``test_time = True`` is not trained (the task evaluates ``none``'s model behind it).
 - ``ClipEvaluator.evaluate(inputs: EvalInputs) -> {metric: value}``.
 """
 from __future__ import annotations
@@ -27,6 +29,8 @@ from benchbench.clip.data import POISON
 from benchbench.clip.evaluation import EvalInputs
 from benchbench.clip.model import ClipModel, Features, contrastive_loss
 from benchbench.clip.trainer import Batch, PairSet, Phase, TrainConfig, TrainState, train
+from benchbench.context import RunContext
+from benchbench.purify import Purifier
 
 TRACK = "clip"
 
@@ -144,6 +148,14 @@ class ClipDefense(Defense):
     def save_artifacts(self, directory: Path) -> None:
         """After training, write what evaluators may read next to the model (the task
         passes that folder as ``EvalInputs.model_dir``), e.g. re-matching records."""
+        return None
+
+    # -- inference -----------------------------------------------------------------------
+    def purifier(self, ctx: RunContext) -> Purifier | None:
+        """A test-time transform of every image the evaluated model encodes (test images,
+        triggered probe images, the linear probe's training images), or None. The task sets
+        it on the cell's model and on the same defense's clean-data model (``asr_clean``),
+        not on the plain ``none`` model diagnostics compare with, and never in training."""
         return None
 
 

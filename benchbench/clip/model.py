@@ -84,6 +84,9 @@ class ClipModel:
         self.std = torch.tensor(cfg["std"], device=device).view(1, 3, 1, 1)
         self.image_size = input_size(spec)
         self._special = torch.tensor(sorted({0, *getattr(self.tokenizer, "all_special_ids", [])}))
+        # a test-time defense's purifier (benchbench.purify), set by the task on the model it
+        # evaluates: every image encoded goes through it, [0, 1] floats in and out
+        self.purifier: torch.nn.Module | None = None
 
     @classmethod
     def create(cls, spec: ModelSpec, seed: int, device: str = "cpu") -> "ClipModel":
@@ -99,8 +102,12 @@ class ClipModel:
 
     # -- inputs ------------------------------------------------------------------------
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (B, 3, S, S) at ``image_size`` -> normalised float on the model's device."""
-        return (images.to(self.device).float() / 255.0 - self.mean) / self.std
+        """uint8 (B, 3, S, S) at ``image_size`` -> normalised float on the model's device,
+        through the purifier if one is set."""
+        x = images.to(self.device).float() / 255.0
+        if self.purifier is not None:
+            x = self.purifier(x)
+        return (x - self.mean) / self.std
 
     def tokenize(self, captions: list[str]) -> torch.Tensor:
         return self.tokenizer(list(captions))

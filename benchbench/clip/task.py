@@ -269,18 +269,25 @@ class ClipPoisoningTask(Task):
 
     def _run(self, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
         base = self.base_data(ctx)
-        model_stage = self.trained_model(base, cell.attack, cell.defense, ctx)
+        # a test-time defense evaluates the none defense's model (the none cells' stage)
+        trainer = StandardClip(preset=ctx.preset) if cell.defense.test_time else cell.defense
+        model_stage = self.trained_model(base, cell.attack, trainer, ctx)
         poisoned = Poisoned.load(self.poisoned_data(base, cell.attack, ctx).path)
         probe = poisoned.probe
         evaluation = datasets.load_from_disk(str(base.path / "eval"))
+
+        def defended(stage: Stage) -> ClipModel:
+            model = ClipModel.load(stage.path, ctx.device)
+            model.purifier = cell.defense.purifier(ctx)
+            return model
+
         clean_fn = None
         if probe is not None:
             def clean_fn() -> ClipModel:
-                stage = self.trained_model(base, NoPoison(), cell.defense, ctx)
-                return ClipModel.load(stage.path, ctx.device)
+                return defended(self.trained_model(base, NoPoison(), trainer, ctx))
 
         inputs = EvalInputs(
-            model=ClipModel.load(model_stage.path, ctx.device),
+            model=defended(model_stage),
             test=clip_data.Labelled.from_dataset(evaluation["test"]),
             templates=tuple(json.loads((base.path / clip_data.TEMPLATES_FILE).read_text())),
             attack=cell.attack, probe=probe, seed=ctx.seed,

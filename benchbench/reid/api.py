@@ -29,6 +29,12 @@
      overrides ``train_step`` and still reuses ``run.forward`` and the loss terms;
   4. ``on_train_end(run)`` once (e.g. a fine-tuning phase).
 
+  At inference, ``purifier(train, data_key, ctx)`` may return a ``benchbench.purify.Purifier``:
+  the task then evaluates ``Purified(model, purifier)``, so the gallery's and the queries'
+  features and every forward pass of the attack go through it (with ``attacker_gradient()
+  == "oblivious"`` the attack is crafted on the bare model instead). A defense with
+  ``test_time = True`` is not trained: the task uses the ``none`` defense's model.
+
 - ``ReidEvaluator.evaluate(query, gallery)`` scores embeddings of the (clean or
   attacked) queries against the clean gallery.
 
@@ -48,6 +54,8 @@ if TYPE_CHECKING:
     import torch
     from torchattacks.attack import Attack
 
+    from benchbench.context import RunContext
+    from benchbench.purify import Purifier
     from benchbench.reid.data import ImageSet
     from benchbench.reid.trainer import Batch, Output, TrainRun
 
@@ -119,6 +127,13 @@ class ReidDefense(Defense):
 
     def on_train_end(self, run: "TrainRun") -> None:
         pass
+
+    def purifier(self, train: "ImageSet", data_key: str, ctx: "RunContext") -> "Purifier | None":
+        """The test-time transform in front of the model, or None. ``train`` and ``data_key``
+        let it fit (and cache in ``ctx.cache``) a model of the training images; ``ctx.seed``
+        seeds its randomness. Called once for the gallery and once for the queries, so a
+        cached gallery leaves the queries' random draws as they were."""
+        return None
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """One ReID cell, stage by stage: data -> model (per defense and seed) -> gallery
-embeddings (per model and gallery) -> attacked queries (or, for a gallery attack, attacked gallery) and ranking
-(per cell).
+embeddings (per model and gallery, and per purifier under a test-time defense) ->
+attacked queries (or, for a gallery attack, attacked gallery) and ranking (per cell).
 
 In the cross-data-set protocol (task param ``eval_data``) the model trains on the task's
 data set and the queries and gallery come from the other one; the model stage's key
@@ -16,6 +16,7 @@ from benchbench.cells import ResolvedCell, stable_hash
 from benchbench.checkpoint import Checkpointer
 from benchbench.context import RunContext
 from benchbench.errors import ConfigError
+from benchbench.purify import Purified
 from benchbench.reid.api import AttackContext, Embeddings, ReidDefense
 from benchbench.reid.data import ReidData, find_layout_root, load_reid_data
 from benchbench.reid.layouts import MSMT_LISTS
@@ -98,14 +99,22 @@ def surrogate_model(task, arch: str, data: ReidData, data_key: str, ctx: RunCont
     return load_model(reference_stage(other, data, data_key, ctx, root).path).to(ctx.device)
 
 
-def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext,
-                       eval_key: str | None = None) -> Embeddings:
-    """The clean gallery's embeddings by ``model``; ``eval_key``: the gallery's data set
-    when it is not the model's training data set (cross-data-set)."""
-    parts = {"model": model_key} if eval_key is None else {"model": model_key, "gallery_data": eval_key}
+def gallery_embeddings(model_key: str, model, data: ReidData, ctx: RunContext, eval_key: str | None = None,
+                       purifier: dict | None = None) -> Embeddings:
+    """The clean gallery's features, a stage of the model; ``eval_key``: the gallery's data
+    set when it is not the model's training data set (cross-data-set). Under a purifying
+    defense, ``purifier`` is the defense's identity (added to the key with the seed) and
+    ``model`` a function building the purified network: the gallery gets a purifier of its
+    own, so whether this stage was cached leaves the queries' random draws as they were."""
+    parts = {"model": model_key}
+    if eval_key is not None:
+        parts["gallery_data"] = eval_key
+    if purifier is not None:
+        parts.update(purifier=purifier, seed=ctx.seed)
     stage = ctx.cache.get_or_build(
         "reid-gallery", parts,
-        lambda out: save_file({"features": extract_features(model, data.gallery.images)},
+        lambda out: save_file({"features": extract_features(model if purifier is None else model(),
+                                                            data.gallery.images)},
                               str(out / "features.safetensors")))
     features = load_file(str(stage.path / "features.safetensors"))["features"]
     return Embeddings(features, data.gallery.pids, data.gallery.camids)
@@ -126,13 +135,24 @@ def load_data(task, ctx: RunContext) -> tuple[ReidData, str, Path, str | None]:
 
 def run_cell(task, cell: ResolvedCell, ctx: RunContext) -> dict[str, dict[str, float]]:
     data, data_key, root, eval_key = load_data(task, ctx)
-    trained = model_stage(task, cell.defense, data, data_key, ctx, root)
-    model = load_model(trained.path).to(ctx.device)
+    defense = cell.defense
+    # a test-time defense evaluates the none defense's model (the none cells' stage)
+    trained = (reference_stage(task, data, data_key, ctx, root) if defense.test_time
+               else model_stage(task, defense, data, data_key, ctx, root))
+    net = load_model(trained.path).to(ctx.device)
+    purifier = defense.purifier(data.train, data_key, ctx)
+    model = net if purifier is None else Purified(net, purifier).to(ctx.device)
+    attacked = net if purifier is not None and defense.attacker_gradient() == "oblivious" else model
     with Precision(ctx.precision, ctx.device).autocast():  # embeddings and the attack's forward passes
-        gallery = gallery_embeddings(trained.key, model, data, ctx, eval_key)
+        if purifier is None:
+            gallery = gallery_embeddings(trained.key, model, data, ctx, eval_key)
+        else:
+            gallery = gallery_embeddings(
+                trained.key, lambda: Purified(net, defense.purifier(data.train, data_key, ctx)).to(ctx.device),
+                data, ctx, eval_key, purifier=defense.identity())
         cell.attack.prepare(AttackContext(data.train, lambda arch: surrogate_model(task, arch, data, data_key, ctx,
                                                                                    root)))
-        attack = cell.attack.build(model, seed=ctx.seed)
+        attack = cell.attack.build(attacked, seed=ctx.seed)
         if cell.attack.perturbs() == "gallery":
             images = attack(data.gallery.floats(), data.gallery.pids,
                             guide_images=data.query.floats(), guide_pids=data.query.pids)

@@ -3,7 +3,7 @@ as we read it (the paper's full text and code were not public; see ALGORITHMS.md
 
 Two phases, each with an ablation switch:
 
-1. ``balance``: an identity- and camera-conditioned diffusion model (``diffusion``),
+1. ``balance``: an identity- and camera-conditioned diffusion model (``benchbench.reid.diffusion``),
    trained once per data set and cached as a stage, generates images for identities
    with fewer than ``delta1`` images and for the under-seen cameras of identities whose
    largest camera share exceeds ``delta2`` (``balancing``). They are written as a
@@ -53,7 +53,7 @@ class DDDefense(ReidDefense):
         max_synthetic_share: float = Field(0.5, ge=0, le=1, description="most share of an identity's training "
                                                                         "images that may be generated (a rule)")
         diffusion_path: str | None = Field(
-            None, description="a generator folder saved by benchbench_dddefense.diffusion.save (diffusers "
+            None, description="a generator folder saved by benchbench.reid.diffusion.save (diffusers "
                               "unet/ + condition.safetensors + diffusion.json, e.g. trained on a GPU); "
                               "null = train one on the training set (cached)")
         diffusion_size: tuple[int, int] = Field((32, 16), description="(height, width) the diffusion UNet works at")
@@ -92,12 +92,12 @@ class DDDefense(ReidDefense):
             folder = Path(value).expanduser()
             if not folder.is_dir():
                 raise ValueError(f"{folder} is not a folder; give a generator folder saved by "
-                                 f"benchbench_dddefense.diffusion.save, or leave it unset")
+                                 f"benchbench.reid.diffusion.save, or leave it unset")
             missing = [f for f in ("diffusion.json", "condition.safetensors", "unet/config.json")
                        if not (folder / f).is_file()]
             if missing:
                 raise ValueError(f"{folder} is not a saved dddefense generator (no {', '.join(missing)}); give "
-                                 f"a folder saved by benchbench_dddefense.diffusion.save, or leave it unset")
+                                 f"a folder saved by benchbench.reid.diffusion.save, or leave it unset")
             return value
 
     presets: ClassVar = {

@@ -22,12 +22,13 @@ import torch
 from benchbench.cells import stable_hash
 from benchbench.errors import ConfigError, DataError
 from benchbench.numerics import isolated_rng
+from benchbench.reid import diffusion
 from benchbench.reid.data import ImageSet, LayoutDataset
 from benchbench.reid.meta import first_order_meta_step
 from benchbench.reid.models import extract_features, load_model
 from benchbench.reid.trainer import Batch, TrainRun
 from benchbench.stages import Stage, StageCache
-from benchbench_dddefense import balancing, diffusion, gate
+from benchbench_dddefense import balancing, gate
 from benchbench_dddefense.fnes import farthest_targets, fnes_loss
 from benchbench_dddefense.meta import self_consistency, split_identities, split_pool
 
@@ -52,19 +53,13 @@ def generator(defense, train: ImageSet, num_ids: int, num_cams: int, cache: Stag
     config = diffusion.DiffusionConfig(size=tuple(p.diffusion_size), channels=tuple(p.diffusion_channels),
                                        train_steps=p.diffusion_steps, batch_size=p.diffusion_batch,
                                        lr=p.diffusion_lr)
-    levels = 2 ** (len(config.channels) - 1)
-    if config.size[0] % levels or config.size[1] % levels:
-        raise ConfigError(f"dddefense: diffusion_size {list(config.size)} must be divisible by {levels} "
-                          f"(2 ** (len(diffusion_channels) - 1)) for the UNet's down-sampling")
+    diffusion.check_size(config.size, config.channels, "dddefense")
 
     def build(out: Path) -> None:  # its build time is in the stage's stage.json
         model, losses = diffusion.train_diffusion(train.images, train.pids, train.camids, num_ids, num_cams,
                                                   config, p.diffusion_seed)
         diffusion.save(model, out)
-        (out / "train_log.json").write_text(json.dumps(
-            {"config": diffusion.config_dict(config),
-             "loss_per_100_steps": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 5)
-                                    for i in range(0, len(losses), 100)]}, indent=1))
+        (out / "train_log.json").write_text(json.dumps(diffusion.train_log(config, losses), indent=1))
 
     parts = {"data": data_key, "size": list(train.images.shape[-2:]), "ids": num_ids, "cams": num_cams,
              "config": diffusion.config_dict(config), "seed": p.diffusion_seed, "version": defense.version}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from benchbench.errors import DataError
-from benchbench_dddefense.diffusion import DiffusionConfig, load, references, sample, save, train_diffusion
+from benchbench.reid.diffusion import DiffusionConfig, load, references, sample, save, train_diffusion
 
 TINY = DiffusionConfig(size=(16, 8), channels=(16, 32), train_steps=3, batch_size=4)
 

@@ -1,4 +1,7 @@
-"""An identity- and camera-conditioned diffusion model for the balancing phase.
+"""The ReID track's diffusion generator: an identity- and camera-conditioned diffusion
+model, made for DDDefense's balancing phase and shared with the test-time purifier
+(``benchbench_testtime``), which trains it unconditionally (one identity, one camera,
+identity always dropped).
 
 The generator must draw person *i* as seen by camera *c*, also when *i* was never seen
 by *c* (exactly what intra-identity balancing asks for). A class index per
@@ -42,7 +45,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from benchbench.numerics import isolated_rng
-from benchbench.errors import DataError
+from benchbench.errors import ConfigError, DataError
 from benchbench.progress import progress
 
 SCHEDULE = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"}
@@ -106,6 +109,14 @@ class ConditionalUNet(nn.Module):
         twice = lambda x: torch.cat([x, x])  # noqa: E731
         cond, uncond = self(twice(noisy), twice(t), twice(pids), twice(camids), twice(reference), keep).chunk(2)
         return uncond + scale * (cond - uncond)
+
+
+def check_size(size: tuple[int, int], channels: tuple[int, ...], who: str) -> None:
+    """Refuse a UNet size its down-sampling cannot halve ``len(channels) - 1`` times."""
+    levels = 2 ** (len(channels) - 1)
+    if size[0] % levels or size[1] % levels:
+        raise ConfigError(f"{who}: diffusion_size {list(size)} must be divisible by {levels} "
+                          f"(2 ** (len(diffusion_channels) - 1)) for the UNet's down-sampling")
 
 
 def references(pids: torch.Tensor, wanted: torch.Tensor, generator: torch.Generator,
@@ -220,7 +231,7 @@ def load(directory: str | Path) -> ConditionalUNet:
     meta_path = directory / "diffusion.json"
     if not meta_path.is_file():
         raise DataError(f"{directory} is not a saved dddefense generator (no diffusion.json); give a "
-                        f"folder written by benchbench_dddefense.diffusion.save, or leave diffusion_path unset")
+                        f"folder written by benchbench.reid.diffusion.save, or leave diffusion_path unset")
     meta = json.loads(meta_path.read_text())
     model = ConditionalUNet(meta["num_ids"], meta["num_cams"], tuple(meta["size"]), tuple(meta["channels"]))
     model.unet = UNet2DModel.from_pretrained(str(directory / "unet"), local_files_only=True,
@@ -229,6 +240,14 @@ def load(directory: str | Path) -> ConditionalUNet:
     model.id_embedding.weight.data.copy_(embeddings["id_embedding"])
     model.cam_embedding.weight.data.copy_(embeddings["cam_embedding"])
     return model.eval()
+
+
+def train_log(config: DiffusionConfig, losses: list[float]) -> dict:
+    """What a generator stage's ``train_log.json`` holds: the config and the mean loss of
+    every 100 steps."""
+    return {"config": config_dict(config),
+            "loss_per_100_steps": [round(sum(losses[i:i + 100]) / len(losses[i:i + 100]), 5)
+                                   for i in range(0, len(losses), 100)]}
 
 
 def config_dict(config: DiffusionConfig) -> dict:
