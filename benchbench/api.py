@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Iterable, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic_core import to_jsonable_python
 
+from benchbench import DISTRIBUTION
 from benchbench.errors import ConfigError
 
 Kind = Literal["task", "attack", "defense", "evaluator"]
@@ -38,11 +39,11 @@ class PluginInfo:
     """Which plugin gave a component: recorded in every result row."""
 
     name: str  # the plugin's registered name (entry-point name or module path)
-    distribution: str  # the installed distribution ("benchbench", "my-defense") or "local"
+    distribution: str  # the installed distribution ("benchbench-robust", "my-defense") or "local"
     version: str
 
 
-BUILTIN = PluginInfo("builtin", "benchbench", "0")
+BUILTIN = PluginInfo("builtin", DISTRIBUTION, "0")
 RATE: dict[str, float] = {"low": 0.0, "high": 1.0}  # the range of every rate and accuracy
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pluggy
 
-from benchbench import hookspecs
+from benchbench import DISTRIBUTION, hookspecs
 from benchbench.api import Component, PluginInfo
 from benchbench.errors import ConfigError, PluginError
 
@@ -131,7 +131,7 @@ def load_registry(extra_plugins: Iterable[str] = (), strict: bool = False,
     if entry_points:
         for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             dist = ep.dist
-            if pm.is_blocked(ep.name) or (builtin_only and (dist is None or dist.name != "benchbench")):
+            if pm.is_blocked(ep.name) or (builtin_only and (dist is None or dist.name != DISTRIBUTION)):
                 continue
             info = PluginInfo(ep.name, dist.name if dist else "unknown", dist.version if dist else "0")
             try:
@@ -223,7 +223,7 @@ def _index(reg: Registry, kind: str, cls: type[Component], info: PluginInfo) -> 
 def distribution_versions() -> dict[str, str]:
     """Versions of the libraries whose behaviour the numbers depend on (provenance)."""
     out = {}
-    for dist in ("benchbench", "torch", "torchvision", "open_clip_torch", "POT", "torchreid",
+    for dist in (DISTRIBUTION, "torch", "torchvision", "open_clip_torch", "POT", "torchreid",
                  "torchattacks", "diffusers", "datasets", "scikit-learn", "numpy"):
         try:
             out[dist] = md.version(dist)

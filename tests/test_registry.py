@@ -2,6 +2,7 @@ import textwrap
 
 import pytest
 
+from benchbench import DISTRIBUTION
 from benchbench.errors import ConfigError, PluginError
 from benchbench.registry import DISABLE_ENV, load_registry
 from tests.conftest import TOY
@@ -82,7 +83,7 @@ def test_builtin_entry_points_all_load(registry):
     for track in ("clip", "reid"):
         assert registry.get("attack", track, "none") and registry.get("defense", track, "none")
     for cls in registry.components.values():
-        assert cls.plugin.distribution == "benchbench"
+        assert cls.plugin.distribution == DISTRIBUTION
 
 
 def test_a_string_from_a_component_hook_is_one_failure(tmp_path):
