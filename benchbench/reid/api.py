@@ -9,25 +9,25 @@
   split the attack perturbs: the queries, or (Bai's main setting) the gallery, guided
   by the queries.
 - ``ReidDefense`` is a set of trainer hooks. ``benchbench.reid.trainer.train`` calls
-  them in this order, passing the live ``TrainRun`` (model, optimizer, config, seed,
+  them in this order, passing the live ``TrainState`` (model, optimizer, config, seed,
   stage cache, attack factory, standard losses):
 
-  1. ``prepare_data(train, run) -> ImageSet`` once, before the sampler is built:
+  1. ``prepare_data(train, state) -> ImageSet`` once, before the sampler is built:
      add or re-weight training images (the debiasing defense adds generated images of
-     rare identities and cameras here; ``run.cache`` keeps its generator trained once,
-     and ``run.reference_stage()`` gives the plain model of the same data and seed,
+     rare identities and cameras here; ``state.cache`` keeps its generator trained once,
+     and ``state.reference_stage()`` gives the plain model of the same data and seed,
      which it asks whether a generated image still shows its identity).
-  2. ``on_train_start(run)`` once, with the model built (build attacks here), then per
-     epoch ``on_epoch_start(run)``;
-  3. per batch ``train_step(batch, run) -> {name: float}``. The default step is
+  2. ``on_train_start(state)`` once, with the model built (build attacks here), then per
+     epoch ``on_epoch_start(state)``;
+  3. per batch ``train_step(batch, state) -> {name: float}``. The default step is
      ``transform_batch`` (replace or augment the batch: adversarial training builds
-     its attack with ``run.build_attack`` and swaps the batch for its adversarial
-     version) -> ``run.forward`` -> ``loss_terms`` (default: ``run.standard_loss_terms``,
-     CE + batch-hard triplet; return more or other terms) -> ``run.optimize``. A
+     its attack with ``state.build_attack`` and swaps the batch for its adversarial
+     version) -> ``state.forward`` -> ``loss_terms`` (default: ``state.standard_loss_terms``,
+     CE + batch-hard triplet; return more or other terms) -> ``state.optimize``. A
      defense that needs its own optimisation step (a first-order meta-update over an
-     identity split with ``Batch.subset`` and an attack pool from ``run.build_attack``)
-     overrides ``train_step`` and still reuses ``run.forward`` and the loss terms;
-  4. ``on_train_end(run)`` once (e.g. a fine-tuning phase).
+     identity split with ``Batch.subset`` and an attack pool from ``state.build_attack``)
+     overrides ``train_step`` and still reuses ``state.forward`` and the loss terms;
+  4. ``on_train_end(state)`` once (e.g. a fine-tuning phase).
 
   At inference, ``purifier(train, data_key, ctx)`` may return a ``benchbench.purify.Purifier``:
   the task then evaluates ``Purified(model, purifier)``, so the gallery's and the queries'
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from benchbench.context import RunContext
     from benchbench.purify import Purifier
     from benchbench.reid.data import ImageSet
-    from benchbench.reid.trainer import Batch, Output, TrainRun
+    from benchbench.reid.trainer import Batch, Output, TrainState
 
 TRACK = "reid"
 
@@ -106,26 +106,26 @@ class ReidDefense(Defense):
 
     track: ClassVar[str] = TRACK
 
-    def prepare_data(self, train: "ImageSet", run: "TrainRun") -> "ImageSet":
+    def prepare_data(self, train: "ImageSet", state: "TrainState") -> "ImageSet":
         return train
 
-    def on_train_start(self, run: "TrainRun") -> None:
+    def on_train_start(self, state: "TrainState") -> None:
         pass
 
-    def on_epoch_start(self, run: "TrainRun") -> None:
+    def on_epoch_start(self, state: "TrainState") -> None:
         pass
 
-    def transform_batch(self, batch: "Batch", run: "TrainRun") -> "Batch":
+    def transform_batch(self, batch: "Batch", state: "TrainState") -> "Batch":
         return batch
 
-    def loss_terms(self, out: "Output", batch: "Batch", run: "TrainRun") -> dict[str, "torch.Tensor"]:
-        return run.standard_loss_terms(out, batch)
+    def loss_terms(self, out: "Output", batch: "Batch", state: "TrainState") -> dict[str, "torch.Tensor"]:
+        return state.standard_loss_terms(out, batch)
 
-    def train_step(self, batch: "Batch", run: "TrainRun") -> dict[str, float]:
-        batch = self.transform_batch(batch, run)
-        return run.optimize(self.loss_terms(run.forward(batch), batch, run))
+    def train_step(self, batch: "Batch", state: "TrainState") -> dict[str, float]:
+        batch = self.transform_batch(batch, state)
+        return state.optimize(self.loss_terms(state.forward(batch), batch, state))
 
-    def on_train_end(self, run: "TrainRun") -> None:
+    def on_train_end(self, state: "TrainState") -> None:
         pass
 
     def purifier(self, train: "ImageSet", data_key: str, ctx: "RunContext") -> "Purifier | None":

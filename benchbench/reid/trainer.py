@@ -1,7 +1,7 @@
 """The ReID trainer: cross-entropy + batch-hard triplet on identity-balanced batches.
 
 One loop serves every defense: it calls the ``ReidDefense`` hooks (see
-``benchbench.reid.api``) and hands them a ``TrainRun`` with everything a method needs
+``benchbench.reid.api``) and hands them a ``TrainState`` with everything a method needs
 (model, optimizer, config, seed, stage cache, attack factory, standard losses). Batches
 come from torchreid's ``RandomIdentitySampler`` (P identities x K images); losses are
 torchreid's label-smoothed ``CrossEntropyLoss`` and hard-margin ``TripletLoss``.
@@ -12,7 +12,7 @@ previous states restored. A non-finite loss or weight fails the training with
 ``DivergedError``, so no NaN model is cached.
 
 Each step runs under ``precision``'s autocast (``benchbench.precision``; fp16 scales the
-loss in ``TrainRun.optimize``), and ``checkpoints`` saves the whole state every N steps or
+loss in ``TrainState.optimize``), and ``checkpoints`` saves the whole state every N steps or
 epoch (weights, optimiser, scheduler, generator, global RNGs, the epoch's batches and
 partial sums, the defense's ``state_dict()``); a training that finds a checkpoint
 continues from it as if never stopped.
@@ -96,7 +96,7 @@ def _attack_registry():
     return load_registry()
 
 
-class TrainRun:
+class TrainState:
     """The live state of one training, handed to every defense hook."""
 
     def __init__(self, model: ReidNet, train: ImageSet, config: TrainConfig, seed: int,
@@ -168,13 +168,13 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
           layout: str = "market1501", reference: "Callable[[], Stage] | None" = None,
           precision: str = "fp32", checkpoints: Checkpointer | None = None) -> ReidNet:
     """Train a model with ``defense``'s hooks; return it in eval mode. ``reference``
-    returns the plain model's stage (``TrainRun.reference_stage``). ``precision``: fp32,
+    returns the plain model's stage (``TrainState.reference_stage``). ``precision``: fp32,
     bf16 or fp16 (``benchbench.precision``); ``checkpoints``: save the whole state as
     training goes and start from the folder's checkpoint if there is one (the same
     weights as an uninterrupted run)."""
     with isolated_rng(seed):
         model = build_model(config.arch, num_classes, config.weights).to(device).train()
-        run = TrainRun(model, train_set, config, seed, cache, data_key, device, data_root, layout,
+        run = TrainState(model, train_set, config, seed, cache, data_key, device, data_root, layout,
                        show_progress, reference, precision)
         run.train = defense.prepare_data(train_set, run)
         defense.on_train_start(run)

@@ -26,7 +26,7 @@ from benchbench.reid import diffusion
 from benchbench.reid.data import ImageSet, LayoutDataset
 from benchbench.reid.meta import first_order_meta_step
 from benchbench.reid.models import extract_features, load_model
-from benchbench.reid.trainer import Batch, TrainRun
+from benchbench.reid.trainer import Batch, TrainState
 from benchbench.stages import Stage, StageCache
 from benchbench_dddefense import balancing, gate
 from benchbench_dddefense.fnes import farthest_targets, fnes_loss
@@ -130,7 +130,7 @@ def gate_stage(defense, train: ImageSet, num_ids: int, num_cams: int, extension:
     return cache.get_or_build("dddefense-gate", parts, build)
 
 
-def balanced_training_set(defense, train: ImageSet, run: TrainRun) -> ImageSet:
+def balanced_training_set(defense, train: ImageSet, run: TrainState) -> ImageSet:
     """``train`` plus the generated extension (read back from its Market-1501 files),
     gated unless ``identity_gate`` is off. Draws nothing from the global RNG (stages
     cached or not), so the trained model does not depend on which cell built them."""
@@ -160,7 +160,7 @@ class AdversarialPhase:
     identity prototype, random start) as FNES's inner attack.
     """
 
-    def __init__(self, params, run: TrainRun):
+    def __init__(self, params, run: TrainState):
         self.p = params
         budget = {"eps": params.eps, "alpha": params.alpha, "steps": params.steps}
         if params.self_meta:
@@ -179,7 +179,7 @@ class AdversarialPhase:
         for name, attack in self.attacks().items():
             attack.load_state_dict(state["attacks"][name])
 
-    def step(self, batch: Batch, run: TrainRun) -> dict[str, float]:
+    def step(self, batch: Batch, run: TrainState) -> dict[str, float]:
         clean = extract_features(run.model, batch.images)  # eval mode, as the attacks see it
         if not self.p.self_meta:
             return run.optimize(self.terms(batch, self.fnes_attack, clean, run))
@@ -197,7 +197,7 @@ class AdversarialPhase:
             lambda: loss(meta_test, outer), self.p.meta_lr, self.p.meta_test_weight)
         return {"meta_train": train_loss, "meta_test": test_loss}
 
-    def terms(self, batch: Batch, attack, clean: torch.Tensor, run: TrainRun) -> dict[str, torch.Tensor]:
+    def terms(self, batch: Batch, attack, clean: torch.Tensor, run: TrainState) -> dict[str, torch.Tensor]:
         """CE + FNES (+ self-consistency under self-meta) on ``batch``'s attacked version."""
         adv = replace(batch, images=attack(batch.images, batch.pids))
         out = run.forward(adv)

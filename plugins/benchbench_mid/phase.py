@@ -21,7 +21,7 @@ from benchbench.errors import ConfigError
 from benchbench.numerics import isolated_rng
 from benchbench.reid.meta import first_order_meta_step
 from benchbench.reid.models import load_model
-from benchbench.reid.trainer import Batch, TrainRun
+from benchbench.reid.trainer import Batch, TrainState
 from benchbench_mid.consistency import cyclic_kl, feature_kl
 from benchbench_mid.decoder import decoder_stage, load_decoder
 
@@ -45,7 +45,7 @@ def adopt_head(student: torch.nn.Module, teacher: torch.nn.Module) -> None:
 
 
 class MetaInvariancePhase:
-    def __init__(self, defense, run: TrainRun):
+    def __init__(self, defense, run: TrainState):
         p = self.p = defense.params
         if run.cache is None:
             raise ConfigError("mid needs the task's stage cache for its teacher and decoder: run it through "
@@ -70,7 +70,7 @@ class MetaInvariancePhase:
         order = torch.randperm(len(pool), generator=generator)[:k].sort().values
         return [pool[i] for i in order.tolist()], held_out
 
-    def step(self, batch: Batch, run: TrainRun) -> dict[str, float]:
+    def step(self, batch: Batch, run: TrainState) -> dict[str, float]:
         meta_train, held_out = self.draw(run.generator)
         adversarial = {name: batch.images if name == CLEAN else self.attacks[name](batch.images, batch.pids)
                        for name in [*meta_train, held_out]}
@@ -86,7 +86,7 @@ class MetaInvariancePhase:
         return {"meta_train": train_loss, "meta_test": test_loss}
 
     def consistency(self, images: torch.Tensor, pids: torch.Tensor, clean: torch.Tensor,
-                    run: TrainRun) -> torch.Tensor:
+                    run: TrainState) -> torch.Tensor:
         """Label + adversarial + cyclic consistency of the student on ``images``."""
         logits, features = run.model(images)
         p = self.p
