@@ -18,14 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from benchbench import DISTRIBUTION
 from benchbench.config import GridConfig, expand
 from benchbench.registry import load_registry
-from benchbench.testing import check_component
+from benchbench.testing import check_component, check_component_runs
 from tests.conftest import ROOT, run_cli
 
 DOC = ROOT / "docs" / "writing-a-plugin.md"
 FILE_BLOCK = re.compile(r"^```\w+ (\S+)\n(.*?)^```$", re.MULTILINE | re.DOTALL)
-FILES = {"pyproject.toml", "bb_loss_filter.py", "tests/test_loss_filter.py", "grid.yaml", "run-grid.sh"}
+FILES = {"pyproject.toml", "bb_loss_filter.py", "tests/test_loss_filter.py", "grid.yaml", "run-grid.sh",
+         "bb_noise_training.py"}
 
 
 def doc_files() -> dict[str, str]:
@@ -52,6 +54,28 @@ def test_the_doc_holds_a_small_complete_plugin(tmp_path):
     check_component(registry.get("defense", "clip", "loss-filter"))
     config = GridConfig(**yaml.safe_load(files["grid.yaml"]))
     assert {c.defense.name for c in expand(config, registry, preset="smoke")} == {"none", "loss-filter"}
+
+
+def test_the_docs_reid_defense_is_complete_and_runs(tmp_path):
+    module = write_package(tmp_path) / "bb_noise_training.py"
+    registry = load_registry([str(module)])
+    assert not registry.failures, registry.failures
+    result = check_component_runs(registry.get("defense", "reid", "noise-training"), registry=registry)
+    assert result["metrics"]["reid-rank"]["mAP"]["value"] >= 0
+
+
+def test_the_guides_dependency_resolves_to_this_project(tmp_path):
+    """The example depends on the distribution name (benchbench-robust; "benchbench" on the
+    package index is another project): pip resolves it to this checkout, offline."""
+    pkg = write_package(tmp_path / "bb-loss-filter")
+    assert tomllib.loads(doc_files()["pyproject.toml"])["project"]["dependencies"] == [DISTRIBUTION]
+    plan = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--no-build-isolation",
+                           "--report", str(tmp_path / "report.json"), str(pkg)], capture_output=True, text=True,
+                          timeout=300)
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    assert f"Requirement already satisfied: {DISTRIBUTION}" in plan.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert [item["metadata"]["name"] for item in report["install"]] == ["bb-loss-filter"]
 
 
 @pytest.mark.slow
