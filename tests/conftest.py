@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchbench.catalog import INDEX_ENV
+from benchbench.checkpoint import Checkpointer
 from benchbench.registry import BUILTIN_ONLY_ENV, load_registry
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,3 +53,18 @@ def toy_config(tmp_path: Path) -> Path:
     path = tmp_path / "toy.yaml"
     path.write_text(TOY_CONFIG)
     return path
+
+
+class Killed(Exception):
+    """Stands for the process dying right after a checkpoint."""
+
+
+class DyingCheckpointer(Checkpointer):
+    def __init__(self, folder, every, last: int):
+        super().__init__(folder, every)
+        self.last = last
+
+    def save(self, state):
+        super().save(state)
+        if self.saves == self.last:
+            raise Killed

@@ -9,26 +9,12 @@ import pytest
 import torch
 
 from benchbench.checkpoint import Checkpointer
+from tests.conftest import DyingCheckpointer, Killed
 from benchbench.clip.data import load_pairs
 from benchbench.clip.model import ClipModel, ModelSpec
 from benchbench.clip.trainer import PairSet, TrainConfig
 
 CONFIG = TrainConfig(epochs=4, batch_size=16, lr=1e-3, seed=0, progress=False)
-
-
-class Killed(Exception):
-    """Stands for the process dying right after a checkpoint."""
-
-
-class DyingCheckpointer(Checkpointer):
-    def __init__(self, folder, every, last: int):
-        super().__init__(folder, every)
-        self.last = last
-
-    def save(self, state):
-        super().save(state)
-        if self.saves == self.last:
-            raise Killed
 
 
 @pytest.fixture(scope="module")

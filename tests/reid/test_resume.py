@@ -9,25 +9,11 @@ import pytest
 import torch
 
 from benchbench.checkpoint import Checkpointer
+from tests.conftest import DyingCheckpointer, Killed
 from benchbench.reid.data import load_reid_data
 from benchbench.reid.trainer import TrainConfig, train
 
 CONFIG = TrainConfig(arch="osnet_x0_25", epochs=2, ids_per_batch=4, images_per_id=2)
-
-
-class Killed(Exception):
-    """Stands for the process dying right after a checkpoint."""
-
-
-class DyingCheckpointer(Checkpointer):
-    def __init__(self, folder, every, last: int):
-        super().__init__(folder, every)
-        self.last = last
-
-    def save(self, state):
-        super().save(state)
-        if self.saves == self.last:
-            raise Killed
 
 
 @pytest.fixture(scope="module")
