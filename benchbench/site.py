@@ -34,6 +34,7 @@ th[aria-sort=descending]::after { content: " ▼"; }
 td.best { font-weight: bold; outline: 2px solid #222; }
 table.entries { font-size: 12px; width: 100%; }
 table.entries td.wrap { white-space: normal; overflow-wrap: anywhere; min-width: 8em; }
+table.entries td.text { white-space: normal; overflow-wrap: anywhere; }
 tr.reference td { font-style: italic; color: #555; background: #fafafa; }
 figure { display: inline-block; margin: 0 1em 1em 0; max-width: 46em; vertical-align: top; }
 figure img { max-width: 100%; }

@@ -53,7 +53,7 @@ def test_installed_third_party_plugin_runs_in_the_grid(tmp_path):
 
     r = run_cli("plugins", "--plugin", TOY, env=env)
     assert r.returncode == 0, r.stderr
-    line = next(l for l in r.stdout.splitlines() if " median " in l)
+    line = next(l for l in r.stdout.splitlines() if l.split("\t")[:3] == ["toy", "defense", "median"])
     assert "bb-median-defense 1.2.0" in line
 
     config = tmp_path / "c.yaml"

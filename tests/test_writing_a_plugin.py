@@ -88,7 +88,8 @@ def test_the_doc_plugin_installs_tests_itself_and_reaches_the_leaderboard(tmp_pa
 
     listed = run_cli("plugins", env=env)
     assert listed.returncode == 0, listed.stderr
-    assert "bb-loss-filter 0.1.0" in next(line for line in listed.stdout.splitlines() if " loss-filter " in line)
+    assert "bb-loss-filter 0.1.0" in next(line for line in listed.stdout.splitlines()
+                                          if line.split("\t")[:3] == ["clip", "defense", "loss-filter"])
 
     # the author's `pytest`, in the package; its own temp root so it never prunes ours
     tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",

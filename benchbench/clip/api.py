@@ -126,8 +126,17 @@ class ClipDefense(Defense):
         that prefix once per poisoned data set and seed, as a cached stage, and every
         defense declaring it resumes from there: the same weights and log as training it
         alone, bit for bit (tests/clip/test_standard_prefix.py), for less compute.
-        0 (the default) shares nothing; declare more only when it holds."""
+        0 (the default) shares nothing; declare more only when it holds, and only while
+        ``trains_as`` the declaring class (a subclass that changes training must not
+        inherit the claim)."""
         return 0
+
+    def trains_as(self, cls: type, *hooks: str) -> bool:
+        """Does this defense train as ``cls`` does: none of the training hooks (and
+        ``hooks``) nor ``needs_tokens`` overridden by a subclass of ``cls``?"""
+        own = type(self)
+        names = ("train", "phases", "on_epoch_start", "augment", "loss", "on_epoch_end", *hooks)
+        return own.needs_tokens == cls.needs_tokens and all(getattr(own, h) is getattr(cls, h) for h in names)
 
     # -- hooks (see benchbench.clip.trainer) -------------------------------------------
     def phases(self, config: TrainConfig) -> list[Phase]:
@@ -169,7 +178,7 @@ class StandardClip(ClipDefense):
     description = "standard CLIP training (no defense)"
 
     def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
-        return config.epochs
+        return config.epochs if self.trains_as(StandardClip) else 0
 
 
 class ClipEvaluator(Evaluator):

@@ -258,6 +258,7 @@ class PoolRematchingDefense(ClipDefense):
     """
 
     Params = PoolParams
+    fill_from = 0  # the first epoch whose captions enter the pool (``train`` sets it)
 
     def train(self, model: ClipModel, config: TrainConfig, data: PairSet, clean: PairSet | None = None,
               poison: Tensor | None = None) -> list[dict]:
@@ -276,9 +277,11 @@ class PoolRematchingDefense(ClipDefense):
         return max(0, min(first_match - 2, config.epochs))
 
     def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
-        """The epochs before the pool fills are plain CLIP unless batches are augmented."""
+        """The epochs before the pool fills are plain CLIP unless batches are augmented (or a
+        subclass adds loss terms, as OTCCLIP's OT losses from the first epoch)."""
         p = self.params
-        return self.pool_fill_epoch(config, n_pairs) if p.image_augmentation == "none" and p.eda == 0 else 0
+        plain = p.image_augmentation == "none" and p.eda == 0 and self.trains_as(PoolRematchingDefense, "extra_loss")
+        return self.pool_fill_epoch(config, n_pairs) if plain else 0
 
     def matching(self, state: TrainState) -> bool:
         """Is this a matching epoch: 1-based epoch >= ``first_match_epoch`` and a multiple

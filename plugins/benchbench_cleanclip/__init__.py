@@ -61,7 +61,7 @@ class CleanCLIP(ClipDefense):
 
     def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
         """Its pre-training phase is standard CLIP: it fine-tunes the ``none`` model."""
-        return config.epochs
+        return config.epochs if self.trains_as(CleanCLIP) else 0
 
     def phases(self, config: TrainConfig) -> list[Phase]:
         p = self.params

@@ -150,10 +150,6 @@ class OTCCLIP(PoolRematchingDefense):
         self.masked_ids = word_token_ids(model, STOP_WORDS | set(self.params.template_words))
         return super().train(model, config, data, clean=clean, poison=poison)
 
-    def standard_prefix(self, config: TrainConfig, n_pairs: int) -> int:
-        """None: the OT alignment losses act from the first epoch."""
-        return 0
-
     def augment(self, batch: Batch, state: TrainState) -> Batch:
         self.raw = batch  # the intra-modality loss draws a second view of the same pairs
         return super().augment(batch, state)

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from benchbench.checkpoint import Checkpointer
 from benchbench.clip.augment import NO_AUGMENTATION
 from benchbench.clip.task import PREFIX, ClipPoisoningTask
-from benchbench.clip.trainer import TrainConfig
+from benchbench.clip.trainer import Phase, TrainConfig
 from benchbench.context import RunContext
 from benchbench.stages import StageCache
 
@@ -66,3 +66,19 @@ def test_shared_prefixes_give_the_weights_and_logs_of_training_alone(registry, t
 def test_which_epochs_each_defense_shares(registry, name, params, expected):
     defense = registry.get("defense", "clip", name)(params, preset="default")
     assert defense.standard_prefix(TrainConfig(epochs=15, batch_size=128, lr=2.5e-3), 5000) == expected
+
+
+def test_a_subclass_that_changes_training_does_not_inherit_the_prefix(registry):
+    none, roclip = registry.get("defense", "clip", "none"), registry.get("defense", "clip", "roclip")
+
+    class HalfLr(none):
+        def phases(self, config):
+            return [Phase("train", config.epochs, lr=config.lr / 2)]
+
+    class ExtraLoss(roclip):
+        def extra_loss(self, batch, features, state, rematched):
+            return {"l2": features.image.pow(2).mean()}
+
+    config = TrainConfig(epochs=15, batch_size=128, lr=2.5e-3)
+    assert HalfLr().standard_prefix(config, 5000) == 0 and none().standard_prefix(config, 5000) == 15
+    assert ExtraLoss(preset="default").standard_prefix(config, 5000) == 0
