@@ -220,7 +220,7 @@ def _kind(path: Path) -> str:
 
 
 def _images(folder: Path) -> list[Path]:
-    return [f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _columns(path: Path, kind: str) -> list[list[str]]:
