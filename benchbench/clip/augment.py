@@ -172,6 +172,12 @@ class AugmentParams(Params):
     eda: float = Field(0.1, ge=0, le=1, description="EDA rate (alpha_sr = alpha_ri = alpha_rs = p_rd) for caption "
                                                     "views; 0 = no text augmentation")
 
+    @property
+    def identity_views(self) -> bool:
+        """Is every view the batch itself (no image augmentation, no EDA)? ``augment_batch``
+        then draws no randomness, so a defense may reuse one view's features for another."""
+        return self.image_augmentation == "none" and self.eda == 0
+
 
 def batch_rng(state: "TrainState") -> random.Random:
     """A ``random.Random`` drawn from the trainer's generator (EDA is pure Python)."""

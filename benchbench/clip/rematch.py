@@ -280,7 +280,7 @@ class PoolRematchingDefense(ClipDefense):
         """The epochs before the pool fills are plain CLIP unless batches are augmented (or a
         subclass adds loss terms, as OTCCLIP's OT losses from the first epoch)."""
         p = self.params
-        plain = p.image_augmentation == "none" and p.eda == 0 and self.trains_as(PoolRematchingDefense, "extra_loss")
+        plain = p.identity_views and self.trains_as(PoolRematchingDefense, "extra_loss")
         return self.pool_fill_epoch(config, n_pairs) if plain else 0
 
     def matching(self, state: TrainState) -> bool:

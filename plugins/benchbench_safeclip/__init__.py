@@ -140,7 +140,7 @@ def _rows(f: Features, keep: Tensor) -> Features:
 
 class SafeCLIP(ClipDefense):
     name = "safeclip"
-    version = "2"  # 2: the CPU warm-up re-chosen on world 2 (CPU_WARM_UP_EPOCHS)
+    version = "3"  # 2: the CPU warm-up re-chosen on world 2 (CPU_WARM_UP_EPOCHS); 3: identical views encoded once
     description = "SafeCLIP: unimodal warm-up, then CLIP only on pairs a GMM on pair similarity deems safe"
 
     class Params(AugmentParams):
@@ -207,11 +207,15 @@ class SafeCLIP(ClipDefense):
         return None
 
     def augment(self, batch: Batch, state: TrainState) -> Batch:
-        self.second_view = augment_batch(batch, state, self.params)
+        """The first view; the second is kept for ``loss``. Identical views (the default
+        preset) are the batch itself: ``loss`` reuses the first view's features for the
+        second, the same loss as encoding the batch twice for half the encoder passes."""
+        self.second_view = None if self.params.identity_views else augment_batch(batch, state, self.params)
         return augment_batch(batch, state, self.params)
 
     def loss(self, batch: Batch, features: Features, state: TrainState) -> dict[str, Tensor]:
-        second = state.model.encode(self.second_view.images, self.second_view.tokens)
+        view = self.second_view
+        second = features if view is None else state.model.encode(view.images, view.tokens)
         if state.phase.name == INMODAL:
             return {"unimodal": self._unimodal(features, second)}
         if state.phase.name == CLIP_WARMUP:

@@ -106,3 +106,36 @@ def test_hooks_phases_rematching_and_diagnostics(pairs):
 def test_a_phase_on_clean_pairs_needs_clean_pairs(pairs):
     with pytest.raises(ValueError, match="needs clean pairs"):
         _train(pairs, Recorder())
+
+
+def test_safeclip_encodes_identical_views_once_for_the_same_training(pairs, monkeypatch):
+    """Without augmentation SafeCLIP's second view is the batch: one encoder pass a step
+    instead of two, and the loss, log and weights of encoding it twice (to rounding)."""
+    from benchbench_safeclip import SafeCLIP
+
+    class EncodeTwice(SafeCLIP):  # the previous behaviour: the identical view encoded again
+        def augment(self, batch, state):
+            self.second_view = batch
+            return batch
+
+    params = {"inmodal_warmup": 1, "multimodal_warmup": 1, "bank_size": 16, "image_augmentation": "none",
+              "eda": 0.0}
+    config = TrainConfig(epochs=3, batch_size=16, lr=1e-3, seed=0, progress=False)  # one epoch per phase
+    calls = []
+    encode = ClipModel.encode
+    monkeypatch.setattr(ClipModel, "encode", lambda self, *a, **k: calls.append(1) or encode(self, *a, **k))
+    once, log_once = _train(pairs, SafeCLIP(params), config=config)
+    n_once, calls[:] = len(calls), []
+    twice, log_twice = _train(pairs, EncodeTwice(params), config=config)
+    steps = 3 * -(-len(pairs) // 16)
+    assert len(calls) - n_once == steps  # every training step encoded once fewer (embed_all's passes aside)
+    assert [r["phase"] for r in log_once] == ["inmodal-warmup", "clip-warmup", "filtered"]
+    for a, b in zip(log_once, log_twice):
+        assert a["loss"].keys() == b["loss"].keys()
+        assert all(a["loss"][k] == pytest.approx(b["loss"][k], abs=1e-5) for k in a["loss"])
+    # Attention's key bias is left out: softmax ignores it, so its gradient is rounding
+    # noise, which Adam scales to lr-sized steps that differ with any rounding change.
+    for (name, a), (_, b) in zip(once.net.named_parameters(), twice.net.named_parameters()):
+        if name.endswith("in_proj_bias"):
+            a, b = torch.cat(a.detach().chunk(3)[::2]), torch.cat(b.detach().chunk(3)[::2])
+        assert torch.allclose(a, b, atol=1e-4), name
