@@ -210,24 +210,37 @@ class Task(Component):
         """
 
 
-class DataAttack(Component):
+class Attack(Component):
+    """What every attack declares, train-time or test-time.
+
+    An *adaptive* attack is written knowing a kind of defense: ``adaptive_to`` says which
+    (``"caption re-matching (RoCLIP, OTCCLIP)"``) and ``extends`` names the non-adaptive
+    attack it keeps the budget of. The runner stores both with the cell; the board shows
+    adaptive columns in their own section, beside the column of the attack they extend,
+    so a defense's robustness is read against the attacks that know it.
+    """
+
+    kind: ClassVar[Kind] = "attack"
+    adaptive_to: ClassVar[str] = ""  # empty: not adaptive
+    extends: ClassVar[str] = ""  # the non-adaptive attack with the same budget, if any
+
+
+class DataAttack(Attack):
     """A train-time attack: returns a poisoned training set plus what its evaluator needs.
 
     The signature of ``poison`` is track-specific (see ``benchbench.clip.api``).
     """
 
-    kind: ClassVar[Kind] = "attack"
     stage: ClassVar[str] = "train"
 
 
-class InputAttack(Component):
+class InputAttack(Attack):
     """A test-time attack: perturbs a batch of inputs given the model.
 
     Track kits define the exact call (``benchbench.reid.api``); ReID attacks build a
     ``torchattacks.Attack`` so they also work outside benchbench.
     """
 
-    kind: ClassVar[Kind] = "attack"
     stage: ClassVar[str] = "test"
 
 
@@ -315,6 +328,7 @@ from benchbench.cells import ResolvedCell  # noqa: E402
 from benchbench.context import RunContext  # noqa: E402
 
 __all__ = [
+    "Attack",
     "BUILTIN",
     "Component",
     "DataAttack",

@@ -40,12 +40,13 @@ from benchbench.store import Store
 if TYPE_CHECKING:
     from benchbench.registry import Registry
 
-SCHEMA_VERSION = 5  # 5: the board's preset; role "diagnostic"
+SCHEMA_VERSION = 6  # 5: the board's preset; role "diagnostic"; 6: adaptive attacks (adaptive_to, extends)
 SCHEMA_PATH = Path(__file__).with_name("leaderboard.schema.json")
 KEY_COLUMNS = ["track", "dataset", "model", "defense", "attack", "evaluator", "metric"]
 CLEAN = "none"  # every track's clean reference attack and standard-training defense
 SEEN_MARK = "†"  # the defense trained against this attack: not a generalisation test
 SUBMITTED_MARK = "‡"
+ADAPTIVE = "adaptive"  # the board section of adaptive attacks (Attack.adaptive_to)
 COST = "cost"  # the metric role of training cost: the efficiency table, not a heat map
 DIAGNOSTIC = "diagnostic"  # a metric role that describes cells, never ranks defenses: no best mark
 SMOKE = "smoke"  # the test-size preset: its numbers check the pipeline, they rank nothing
@@ -192,7 +193,15 @@ def _entry(key: tuple, group: pd.DataFrame, protocol: str, roles: Roles,
         "protocol_version": protocol,
         "source": "measured",
         "provenance": _provenance(group),
+        **_adaptive(group),
     }
+
+
+def _adaptive(group: pd.DataFrame) -> dict[str, str | None]:
+    """``adaptive_to`` and ``extends`` of an adaptive attack (``Attack.adaptive_to``), as the
+    runner stored them; None for any other attack."""
+    attack = json.loads(group["components_json"].iloc[0])["attack"]
+    return {k: attack.get(k) or None for k in ("adaptive_to", "extends")}
 
 
 def _variant_labels(df: pd.DataFrame, role: str) -> pd.Series:
@@ -258,6 +267,7 @@ class MetricTable:
     description: str = ""  # what the metric measures, with its range and reference points
     # reference metric name -> attack -> its mean over defenses (rows under the defenses)
     references: dict[str, dict[str, float]] = field(default_factory=dict)
+    section: str = ""  # "": the main tables; ADAPTIVE: adaptive attacks beside the attacks they extend
 
 
 def metric_label(evaluator: str, metric: str) -> str:
@@ -306,39 +316,74 @@ def reference_metrics(board: Board) -> set[tuple[str, str]]:
     return {(key.split("/", 1)[0], ref) for key, d in board.metrics.items() for ref in d.get("references", [])}
 
 
+def adaptive_attacks(board: Board) -> dict[str, tuple[str, str]]:
+    """Attack column -> (``adaptive_to``, ``extends``) of every adaptive attack on the board."""
+    e = board.entries
+    if "adaptive_to" not in e:
+        return {}
+    rows = e[e["adaptive_to"].notna()].drop_duplicates("attack")
+    return {r["attack"]: (r["adaptive_to"], r["extends"] if isinstance(r["extends"], str) else "")
+            for _, r in rows.iterrows()}
+
+
 def metric_tables(board: Board) -> list[MetricTable]:
     """One table per (data set, model, evaluator, metric), with its clear leads per column
-    (none for a diagnostic metric, none on a smoke board).
+    (none for a diagnostic metric, none on a smoke board); where the board holds adaptive
+    attacks, their columns go to a second table of the metric (section ``ADAPTIVE``),
+    after the column of each attack they extend.
 
     Cost metrics go to the efficiency table and reference metrics (chance, a random
     floor) become rows of the tables that cite them. A board normally holds one data set
     and one model; grouping by them anyway means a board that holds several never mixes
     their numbers.
     """
-    tables = []
-    e = board.entries
+    main, adaptive_tables = [], []
     hidden = reference_metrics(board)
-    for (dataset, model, evaluator, metric), m in e.groupby(["dataset", "model", "evaluator", "metric"],
-                                                            sort=True):
-        first = m.iloc[0]
-        if first["role"] == COST or (evaluator, metric) in hidden:
+    adaptive = adaptive_attacks(board)
+    for key, m in board.entries.groupby(["dataset", "model", "evaluator", "metric"], sort=True):
+        if m.iloc[0]["role"] == COST or key[2:] in hidden:
             continue
-        table = MetricTable(dataset, model, evaluator, metric, first["direction"], first["role"],
-                            _clean_first(set(m["defense"])), _clean_first(set(m["attack"])),
-                            {(r["defense"], r["attack"]): r for _, r in m.iterrows()},
-                            description=_explain(board, evaluator, metric, m))
-        for ref in board.definition(evaluator, metric).get("references", []):
-            rows = e[(e["dataset"] == dataset) & (e["model"] == model) & (e["evaluator"] == evaluator)
-                     & (e["metric"] == ref)]
-            if len(rows):
-                table.references[ref] = rows.groupby("attack")["value"].mean().to_dict()
-        ranked = board.ranks and first["role"] != DIAGNOSTIC
-        for attack, column in m.groupby("attack") if ranked else ():
-            best = clear_best(column, first["direction"] == "higher")
-            if best is not None:
-                table.best.add((column.loc[best, "defense"], attack))
-        tables.append(table)
-    return tables
+        attacks = _clean_first(set(m["attack"]))
+        plain = [a for a in attacks if a not in adaptive]
+        if plain:
+            main.append(_metric_table(board, key, m, plain))
+        if len(plain) < len(attacks):
+            extended = sorted({adaptive[a][1] for a in attacks if a in adaptive} & set(plain))
+            adaptive_tables.append(_metric_table(board, key, m, extended + [a for a in attacks if a in adaptive],
+                                                 section=ADAPTIVE))
+    return main + adaptive_tables
+
+
+def _metric_table(board: Board, key: tuple[str, str, str, str], m: pd.DataFrame, attacks: list[str],
+                  section: str = "") -> MetricTable:
+    """The table of one metric's entries ``m`` over the attack columns ``attacks``."""
+    dataset, model, evaluator, metric = key
+    m = m[m["attack"].isin(attacks)]
+    first = m.iloc[0]
+    table = MetricTable(dataset, model, evaluator, metric, first["direction"], first["role"],
+                        _clean_first(set(m["defense"])), attacks,
+                        {(r["defense"], r["attack"]): r for _, r in m.iterrows()},
+                        description=_explain(board, evaluator, metric, m), section=section)
+    e = board.entries
+    for ref in board.definition(evaluator, metric).get("references", []):
+        rows = e[(e["dataset"] == dataset) & (e["model"] == model) & (e["evaluator"] == evaluator)
+                 & (e["metric"] == ref)]
+        if len(rows):
+            table.references[ref] = rows.groupby("attack")["value"].mean().to_dict()
+    ranked = board.ranks and first["role"] != DIAGNOSTIC
+    for attack, column in m.groupby("attack") if ranked else ():
+        best = clear_best(column, first["direction"] == "higher")
+        if best is not None:
+            table.best.add((column.loc[best, "defense"], attack))
+    return table
+
+
+def adaptive_note(board: Board) -> str:
+    """What the adaptive section holds: each adaptive attack, what it knows, what it extends."""
+    described = [f"{attack} (written knowing {to}{f'; the budget of {extends}' if extends else ''})"
+                 for attack, (to, extends) in sorted(adaptive_attacks(board).items())]
+    return ("Adaptive attacks: attacks written knowing a kind of defense, each table beside the attack whose "
+            f"budget it keeps, so a defense is read against the attacks that know it: {'; '.join(described)}.")
 
 
 @dataclass
@@ -426,9 +471,12 @@ def markdown(board: Board) -> str:
     tables = metric_tables(board)
     costs = cost_tables(board)
     several = len({(t.dataset, t.model) for t in [*tables, *costs]}) > 1
-    for t in tables:
+    for i, t in enumerate(tables):
         where = f" on {t.dataset} / {t.model}" if several else ""
-        lines += [md_escape(f"## {metric_label(t.evaluator, t.metric)}{where} ({heading_note(t)})"), ""]
+        if t.section == ADAPTIVE and (i == 0 or tables[i - 1].section != ADAPTIVE):
+            lines += ["## Adaptive attacks", "", md_escape(adaptive_note(board)), ""]
+        level = "###" if t.section == ADAPTIVE else "##"
+        lines += [md_escape(f"{level} {metric_label(t.evaluator, t.metric)}{where} ({heading_note(t)})"), ""]
         if t.description:
             lines += [md_escape(t.description), ""]
         rows = []

@@ -72,6 +72,9 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
             for e in resolved.evaluators
         ]
         result["components"]["defense"]["trained_against"] = list(resolved.defense.trained_against())
+        if resolved.attack.adaptive_to:  # the board gives adaptive attacks their own section
+            result["components"]["attack"].update(adaptive_to=resolved.attack.adaptive_to,
+                                                  extends=resolved.attack.extends)
         if resolved.defense.attacker_gradient() is not None:  # a purifier: the board says how it was attacked
             result["components"]["defense"]["attacker_gradient"] = resolved.defense.attacker_gradient()
         result["dataset"] = resolved.task.dataset_name()

@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from benchbench.hookspecs import hookimpl
-from benchbench.leaderboard import (COST_NOTE, DIAGNOSTIC, Board, MetricTable, cost_tables, describe, fmt_cost,
-                                    fmt_value, heading_note, metric_label, metric_tables)
+from benchbench.leaderboard import (ADAPTIVE, COST_NOTE, DIAGNOSTIC, Board, MetricTable, adaptive_note, cost_tables,
+                                    describe, fmt_cost, fmt_value, heading_note, metric_label, metric_tables)
 from benchbench.plots import pareto_plots, pooled_attacks, titles, write_plots
 
 CSS = """
@@ -147,6 +147,13 @@ def _metric_section(t: MetricTable, several: bool) -> str:
             f"<tbody>{''.join(body)}</tbody>{f'<tfoot>{chr(10).join(foot)}</tfoot>' if foot else ''}</table>")
 
 
+def _adaptive_section(board: Board, tables: list[MetricTable], several: bool) -> str:
+    if not tables:
+        return ""
+    return (f"<h2>Adaptive attacks</h2>\n<p>{_e(adaptive_note(board))}</p>\n"
+            + "\n".join(_metric_section(t, several) for t in tables))
+
+
 def _cost_section(board: Board, several: bool) -> str:
     """The efficiency table: training cost per defense."""
     sections = []
@@ -243,7 +250,8 @@ Hover a cell for its interval. Click a column header to sort. Data:
 <a href="leaderboard.json">JSON</a> (schema-checked by <code>benchbench validate</code>),
 <a href="leaderboard.csv">CSV</a>.</p>
 <h2>Per metric: defense × attack</h2>
-{chr(10).join(_metric_section(t, several) for t in tables)}
+{chr(10).join(_metric_section(t, several) for t in tables if t.section != ADAPTIVE)}
+{_adaptive_section(board, [t for t in tables if t.section == ADAPTIVE], several)}
 <h2>Efficiency</h2>
 {_cost_section(board, several)}
 <h2>Clean utility vs robustness</h2>

@@ -19,7 +19,18 @@ from tests.conftest import TOY, run_cli
 
 PLUGIN = '''
 import benchbench
-from benchbench.api import RATE, Defense, Evaluator, Metric
+from benchbench.api import RATE, DataAttack, Defense, Evaluator, Metric
+
+
+class Nudge(DataAttack):
+    name = "nudge"
+    track = "toy"
+    description = "shifts every number by just under the clamp bound"
+    adaptive_to = "clamping (clamp, hardened)"
+    extends = "shift"
+
+    def poison(self, xs, seed):
+        return [x + 0.9 for x in xs]
 
 
 class Hardened(Defense):
@@ -57,6 +68,11 @@ class Broken(Evaluator):
 
 
 @benchbench.hookimpl
+def benchbench_attacks():
+    return [Nudge]
+
+
+@benchbench.hookimpl
 def benchbench_defenses():
     return [Hardened]
 
@@ -65,7 +81,7 @@ def benchbench_defenses():
 def benchbench_evaluators():
     return [Rate, Broken]
 '''
-GRID = "track: toy\nattacks: [none, shift]\ndefenses: [none, hardened]\nevaluators: [{evaluators}]\nseeds: 2\n"
+GRID = "track: toy\nattacks: [{attacks}]\ndefenses: [none, hardened]\nevaluators: [{evaluators}]\nseeds: 2\n"
 
 
 @pytest.fixture(scope="module")
@@ -75,9 +91,9 @@ def plugin(tmp_path_factory):
     return path
 
 
-def _grid(tmp_path, plugin, evaluators="error, rate"):
+def _grid(tmp_path, plugin, evaluators="error, rate", attacks="none, shift"):
     config = tmp_path / "c.yaml"
-    config.write_text(GRID.format(evaluators=evaluators))
+    config.write_text(GRID.format(evaluators=evaluators, attacks=attacks))
     registry = load_registry([TOY, str(plugin)], entry_points=False)
     summary = run_grid(config, tmp_path / "r.sqlite", tmp_path / "cache", registry=registry, progress=False)
     return summary, tmp_path / "r.sqlite"
@@ -265,6 +281,25 @@ def test_attacks_a_defense_trained_against_are_marked_seen(board, published):
     page = render(board)
     assert f"{SEEN_MARK}: the defense trained against this attack" in page and f"{SEEN_MARK}</td>" in page
     assert [e["seen_in_training"] for e in published["entries"]].count(True) == 5  # every metric of that cell
+
+
+def test_adaptive_attacks_get_their_own_section_beside_the_attack_they_extend(tmp_path, plugin):
+    _, store = _grid(tmp_path, plugin, evaluators="error", attacks="none, shift, nudge")
+    (board,) = build_boards(store)
+    e = board.entries
+    assert set(e.loc[e["attack"] == "nudge", "adaptive_to"]) == {"clamping (clamp, hardened)"}
+    assert e.loc[e["attack"] != "nudge", "adaptive_to"].isna().all()
+    assert validate_board(board.to_json()) == []
+    md = markdown(board)
+    main, adaptive = md.split("## Adaptive attacks")
+    assert "nudge" not in main.split("## Efficiency")[0]
+    assert "nudge (written knowing clamping (clamp, hardened); the budget of shift)" in adaptive
+    assert "### error / abs_error" in adaptive and "| defense | shift | nudge |" in adaptive
+    page = render(board)
+    assert "<h2>Adaptive attacks</h2>" in page and "<th>shift</th><th>nudge</th>" in page
+    (tmp_path / "plain").mkdir()
+    (plain,) = build_boards(_grid(tmp_path / "plain", plugin, evaluators="error")[1])
+    assert "Adaptive" not in markdown(plain) and "Adaptive" not in render(plain)
 
 
 def test_metric_descriptions_give_range_clean_value_and_reference_rows(board):

@@ -163,7 +163,7 @@ def test_written_json_validates_and_validation_catches_problems(board_dir, publi
                for p in problems(lambda d: d["entries"][1].update(protocol_version="toy-task@9#deadbeef")))
     assert problems(lambda d: d.pop("track")) == ["<root>: 'track' is a required property"]
     assert problems(lambda d: d.update(schema_version=2)) == [
-        "schema_version 2: this benchbench reads version 5 boards; regenerate the board with "
+        "schema_version 2: this benchbench reads version 6 boards; regenerate the board with "
         "`benchbench leaderboard` (or ask its author to)"]
     # numbers must agree with the per-seed values they summarise
     assert problems(lambda d: d["entries"][0].update(value=0.123)) == [

@@ -46,6 +46,8 @@ class WorldCaptionAttack(TargetedAttack):
     presets: ClassVar = {"smoke": {}, "default": {}, "paper": {}}  # targeted-poison's budget at every preset
     #: single-object templates the captions are drawn from (None: all of them)
     templates: ClassVar[Sequence[int] | None] = None
+    adaptive_to = "caption re-matching (RoCLIP, OTCCLIP)"
+    extends = "targeted-poison"
 
     def target_captions(self, train_captions: list[str], image: Image.Image, classes: Sequence[str],
                         adversarial: int, rng: np.random.Generator) -> list[str]:
