@@ -4,10 +4,11 @@
 non-default precision is in every cell and stage key (``fp32`` adds nothing: the keys of
 grids from before it existed stay the same). ``Precision`` is what a training loop uses:
 ``autocast()`` around forward passes and losses (torch's autocast on the model's device
-type), and ``backward_step(loss, optimizer)``, which under fp16 scales the loss with a
-``torch.amp.GradScaler`` (fp16 gradients underflow without it). Under fp32 both are the
-plain code path (no autocast context, ``loss.backward(); optimizer.step()``), so fp32
-numbers are bit-identical to code without this module.
+type), and ``backward_step(loss, optimizer)`` (or ``backward`` then ``step``), which
+under fp16 scales the loss with a ``torch.amp.GradScaler`` (fp16 gradients underflow
+without it). Under fp32 both are the plain code path (no autocast context,
+``loss.backward(); optimizer.step()``), so fp32 numbers are bit-identical to code
+without this module.
 
 The device (``--device cpu|cuda|cuda:N``) is a resource, not protocol: it is not in any
 key (see docs/architecture.md for why) and ``check_device`` refuses one this machine
@@ -67,11 +68,24 @@ class Precision:
 
     def backward_step(self, loss: Any, optimizer: Any) -> None:
         """``loss.backward(); optimizer.step()``, through the grad scaler under fp16."""
+        self.backward(loss)
+        self.step(optimizer)
+
+    def backward(self, loss: Any) -> None:
+        """``loss.backward()``, of the scaled loss under fp16. Split from ``step`` so a
+        trainer can average gradients across processes in between (scaled gradients
+        average as well: the scaler unscales the mean, and an inf on any rank reaches
+        every rank's mean, so all ranks skip that step together)."""
         if self.scaler is None:
             loss.backward()
+        else:
+            self.scaler.scale(loss).backward()
+
+    def step(self, optimizer: Any) -> None:
+        """``optimizer.step()``, through the grad scaler under fp16."""
+        if self.scaler is None:
             optimizer.step()
             return
-        self.scaler.scale(loss).backward()
         self.scaler.step(optimizer)
         self.scaler.update()
 

@@ -15,6 +15,7 @@ real word positions (no start/end/padding tokens).
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -26,6 +27,7 @@ import open_clip
 import torch
 from safetensors.torch import load_file, save_file
 
+from benchbench import distributed
 from benchbench.errors import ConfigError, DataError
 
 CONFIG_DIR = Path(__file__).with_name("model_configs")
@@ -205,7 +207,11 @@ class _eval_mode:
         self.net.train(self.was_training)
 
 
-_CLIP_LOSS = open_clip.ClipLoss()
+@functools.cache
+def _clip_loss(rank: int, world_size: int) -> open_clip.ClipLoss:
+    if world_size == 1:
+        return open_clip.ClipLoss()
+    return open_clip.ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world_size)
 
 
 def contrastive_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
@@ -213,5 +219,13 @@ def contrastive_loss(a: torch.Tensor, b: torch.Tensor, logit_scale: torch.Tensor
 
     ``contrastive_loss(f.image, f.text, f.logit_scale)`` is CLIP's loss; the same call on
     two views of one modality is CleanCLIP's in-modal loss.
+
+    On several processes (``benchbench.distributed``) the rows are this rank's slice of
+    the global batch and the negatives are every rank's rows: open_clip's distributed
+    ``ClipLoss`` gathers them with gradients (``gather_with_grad``) and, with
+    ``local_loss``, scores this rank's rows against all of them. The mean of the ranks'
+    losses is then the one-process loss of the global batch, and the mean of their
+    gradients its gradient (the trainer averages them). Being a collective there, it must
+    be called on every rank, as the trainer's loss hook is.
     """
-    return _CLIP_LOSS(a, b, logit_scale)
+    return _clip_loss(distributed.rank(), distributed.world_size())(a, b, logit_scale)

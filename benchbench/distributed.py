@@ -1,0 +1,177 @@
+"""The process group one training runs on: the one place for rank and world-size facts
+and the few collectives the CLIP trainer needs.
+
+A cell may train on several processes (``torch.distributed``), each holding a replica
+of the model and a contiguous slice of every global batch. The process group is
+whatever ``torch.distributed`` holds; ``init_from_env`` starts one from torchrun's
+environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``),
+with gloo on CPU and NCCL on CUDA. Launching the processes is the caller's business.
+
+Without a process group (or with a group of one) every function here is a no-op that
+returns its input: the single-process trainer runs exactly the code, and gets exactly
+the numbers, it did before this module existed.
+
+Every collective must be called by all ranks in the same order. The trainer calls them
+at fixed points of each step (the contrastive loss's gather, the gradient average, the
+log's mean, the caption pools' gather), which every rank reaches together because every
+rank runs the same hooks on batches of the same size.
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Iterable
+
+from benchbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def initialised() -> bool:
+    """Is a ``torch.distributed`` process group active in this process?"""
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    """Processes training together (1 without a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_world_size() if initialised() else 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    import torch.distributed as dist
+
+    return dist.get_rank() if initialised() else 0
+
+
+def is_main() -> bool:
+    """Is this the rank that writes files (checkpoints, logs)?"""
+    return rank() == 0
+
+
+def backend(device: str) -> str:
+    """The collective backend for a device: NCCL on CUDA, gloo on CPU."""
+    return "nccl" if device.startswith("cuda") else "gloo"
+
+
+def init_from_env(device: str = "cpu") -> bool:
+    """Join the process group torchrun's environment describes, if it names more than one
+    process and none is active yet; on CUDA each process takes GPU ``LOCAL_RANK``.
+    Returns whether a group of more than one process is active."""
+    import torch
+    import torch.distributed as dist
+
+    if not initialised() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if device.startswith("cuda"):
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend(device), init_method="env://")
+    return world_size() > 1
+
+
+def shard(n: int) -> slice:
+    """This rank's contiguous part of ``n`` rows (a global batch): rows
+    ``[rank * n / W, (rank + 1) * n / W)``. Refuses an ``n`` the ranks cannot split evenly,
+    since uneven slices would weight the ranks' losses unequally."""
+    world = world_size()
+    if n % world:
+        raise ConfigError(f"batch_size {n} does not split over {world} processes; set batch_size to a multiple "
+                          f"of {world} (e.g. {n + world - n % world})")
+    size = n // world
+    return slice(rank() * size, (rank() + 1) * size)
+
+
+def _collective_device() -> "torch.device":
+    import torch
+    import torch.distributed as dist
+
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def gather_rows(*tensors: "torch.Tensor | None") -> tuple["torch.Tensor | None", ...]:
+    """Every rank's rows of each tensor, concatenated in rank order, without gradients:
+    what one process holding the whole global batch would have. ``None`` stays ``None``;
+    the tensors share their row count on a rank, which may differ between ranks.
+    One process: the tensors themselves."""
+    if world_size() == 1:
+        return tensors
+    import torch
+    import torch.distributed as dist
+
+    device = _collective_device()
+    present = [t for t in tensors if t is not None]
+    rows = torch.tensor([len(present[0]) if present else 0], device=device)
+    counts = [torch.zeros_like(rows) for _ in range(world_size())]
+    dist.all_gather(counts, rows)
+    counts = [int(c) for c in counts]
+    most = max(counts)
+
+    def gather(t: "torch.Tensor | None") -> "torch.Tensor | None":
+        if t is None:
+            return None
+        x = t.detach().to(device)
+        x = x.to(torch.uint8) if x.dtype == torch.bool else x  # not every backend reduces bools
+        padded = x.new_zeros((most, *x.shape[1:]))
+        padded[:len(x)] = x
+        parts = [torch.empty_like(padded) for _ in counts]
+        dist.all_gather(parts, padded)
+        out = torch.cat([p[:c] for p, c in zip(parts, counts)])
+        return out.to(device=t.device, dtype=t.dtype)
+
+    return tuple(gather(t) for t in tensors)
+
+
+def average_gradients(parameters: Iterable["torch.nn.Parameter"]) -> None:
+    """Replace each gradient by its mean over the ranks, with one all-reduce of the
+    gradients flattened into one buffer (what DistributedDataParallel's reducer does, minus
+    overlapping it with the backward pass). Parameters without a gradient are skipped:
+    every rank must have gradients for the same parameters, which holds when all ranks
+    run the same loss terms. One process: nothing."""
+    world = world_size()
+    if world == 1:
+        return
+    import torch
+    import torch.distributed as dist
+
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
+    """The mean over the ranks of each named number (a step's loss terms); a name missing
+    on a rank counts 0 there (a term a rank's slice did not produce). Names keep their
+    first appearance's order, rank 0 first. One process: ``values`` itself."""
+    world = world_size()
+    if world == 1:
+        return values
+    import torch.distributed as dist
+
+    every: list[dict[str, float]] = [{} for _ in range(world)]
+    dist.all_gather_object(every, values)
+    names = list(dict.fromkeys(k for v in every for k in v))
+    return {k: sum(v.get(k, 0.0) for v in every) / world for k in names}
+
+
+def barrier() -> None:
+    """Wait for every rank (e.g. until rank 0 has committed a checkpoint). One process: nothing."""
+    if world_size() > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+__all__ = ["average_gradients", "backend", "barrier", "gather_rows", "init_from_env", "initialised", "is_main",
+           "mean_over_ranks", "rank", "shard", "world_size"]
