@@ -93,6 +93,18 @@ def _collective_device() -> "torch.device":
     return torch.device("cpu")
 
 
+def broadcast_module(module: "torch.nn.Module") -> None:
+    """Copy rank 0's parameters and buffers into every rank's ``module``, so the replicas
+    start identical whatever built them (DistributedDataParallel does the same when it
+    wraps a module). One process: nothing."""
+    if world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    for tensor in module.state_dict().values():
+        dist.broadcast(tensor, src=0)
+
+
 def gather_rows(*tensors: "torch.Tensor | None") -> tuple["torch.Tensor | None", ...]:
     """Every rank's rows of each tensor, concatenated in rank order, without gradients:
     what one process holding the whole global batch would have. ``None`` stays ``None``;
@@ -173,5 +185,5 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["average_gradients", "backend", "barrier", "gather_rows", "init_from_env", "initialised", "is_main",
+__all__ = ["average_gradients", "backend", "barrier", "broadcast_module", "gather_rows", "init_from_env", "initialised", "is_main",
            "mean_over_ranks", "rank", "shard", "world_size"]

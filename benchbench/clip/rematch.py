@@ -29,6 +29,7 @@ from pydantic import Field
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from benchbench import distributed
 from benchbench.clip.api import ClipDefense
 from benchbench.clip.augment import NO_AUGMENTATION, AugmentParams, augment_batch
 from benchbench.clip.model import ClipModel, Features, contrastive_loss
@@ -248,6 +249,10 @@ class PoolRematchingDefense(ClipDefense):
     of each batch is re-matched, and the others' own (live) caption embeddings stay in
     the loss.
 
+    On several processes (``benchbench.distributed``) each rank matches its slice of the
+    batch, and the pool and the match log receive every rank's rows in rank order: every
+    rank holds the pool, and rank 0 the log, of one process training on the whole batch.
+
     Departure from RoCLIP's code: the pool is filled in plain epochs too, not only in
     matching ones, so the first batch of a matching epoch meets recent real captions
     rather than the random vectors lightly's memory bank starts with. Filling starts in
@@ -313,12 +318,14 @@ class PoolRematchingDefense(ClipDefense):
                 slots, global_slots = self.match(features, rows)
             rematched = Rematched(rows, slots)
             text = features.text.index_put((rows,), self.pool.features[slots])
-            self.matches.add(state.global_epoch, batch.index, self._caption_rows(batch, rows, slots),
-                             None if global_slots is None else self._caption_rows(batch, rows, global_slots))
+            self.matches.add(state.global_epoch, *distributed.gather_rows(
+                batch.index, self._caption_rows(batch, rows, slots),
+                None if global_slots is None else self._caption_rows(batch, rows, global_slots)))
         terms = {"clip": contrastive_loss(features.image, text, features.logit_scale)}
         terms.update(self.extra_loss(batch, features, state, rematched))
         if state.global_epoch >= self.fill_from:
-            self.pool.push(features.text, batch.caption_index, features.text_tokens, features.text_mask)
+            self.pool.push(*distributed.gather_rows(features.text, batch.caption_index, features.text_tokens,
+                                                    features.text_mask))
         return terms
 
     def _caption_rows(self, batch: Batch, rows: Tensor, slots: Tensor) -> Tensor:

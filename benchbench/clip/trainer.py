@@ -42,6 +42,40 @@ whole state every N steps or epoch (``benchbench.checkpoint``): weights, optimis
 scheduler, the generator and global RNGs, the epoch's pairing, order and partial sums,
 and the defense's ``state_dict()``; a training that finds a checkpoint continues from it
 and ends with the weights and log of an uninterrupted one.
+
+**Several processes.** Under ``torch.distributed`` (``benchbench.distributed``) with W
+processes, one training runs on all of them: every rank draws the same batch order from
+the same seed and generator, starts from the same model (rank 0's, broadcast) and takes
+its contiguous 1/W slice of each global batch of ``batch_size`` (which W must divide).
+``forward_backward`` is one step's work: the slice through ``augment``, the forward pass and ``loss``, then
+the backward pass and the gradients averaged over the ranks, so every rank takes the
+same optimiser step. The model is not wrapped in ``DistributedDataParallel``: its reducer
+needs every forward pass to go through the wrapper, while ``ClipModel.encode`` calls
+``encode_image``/``encode_text``/``forward_intermediates`` and defenses encode second
+views themselves; so ``distributed.average_gradients`` does what the reducer does with
+one flattened all-reduce per step, after the backward pass instead of overlapping it.
+The logged losses are the mean over the ranks of each step's terms, the same for every
+rank; only rank 0 saves checkpoints (every rank may load them).
+
+Which loss terms are global under W > 1 (the same numbers as one process on the global
+batch, to rounding) and which are per rank (each rank's slice alone, then averaged):
+
+- global: ``contrastive_loss`` (CLIP's loss in ``none``, RoCLIP, OTCCLIP and CleanCLIP's
+  pre-training and fine-tuning), whose negatives are every rank's rows, gathered with
+  gradients by open_clip; RoCLIP's and OTCCLIP's caption pool and match log (every
+  rank's rows enter them, ``rematch``), so matching picks what one process picks;
+  SafeCLIP's GMM split (every rank computes it from ``state.embed_all()``);
+- per rank: SafeCLIP's cross-augmented CLIP loss and its unimodal loss (one-way InfoNCE,
+  ``benchbench.clip.inmodal``: negatives from the rank's slice, nearest neighbours from
+  the rank's own memory banks) and the safe and risky shares weighting them; CleanCLIP's
+  in-modal loss; OTCCLIP's OT inter- and intra-modality losses (over the first
+  ``ot_batch`` pairs of the rank's slice); ``rematch='suspect'``'s lowest-similarity
+  share (of the rank's slice).
+
+Hooks draw their randomness (augmentations) from streams every rank shares, which keeps
+the ranks in step; so under W > 1 row i of every rank's slice gets the same random view
+parameters, and an augmented training is not the draw one process makes. A resumed
+W > 1 training restores rank 0's copy of per-rank state (SafeCLIP's memory banks).
 """
 from __future__ import annotations
 
@@ -53,6 +87,7 @@ from typing import TYPE_CHECKING, Iterator, Literal
 
 import torch
 
+from benchbench import distributed
 from benchbench.checkpoint import Checkpointer, global_rng_state, set_global_rng_state
 from benchbench.clip.model import ClipModel, Features
 from benchbench.numerics import require_finite, require_finite_weights
@@ -192,6 +227,34 @@ def _rematch_stats(pairing: torch.Tensor, poison: torch.Tensor | None) -> dict[s
     return stats
 
 
+def forward_backward(defense: "ClipDefense", state: TrainState, precision: Precision, index: torch.Tensor,
+                     pairing: torch.Tensor) -> dict[str, float]:
+    """The gradients of one global batch, the image rows ``index`` of ``state.data`` each
+    paired with caption row ``pairing[row]``, accumulated into the parameters' ``.grad``;
+    returns the loss terms' values (their mean over the ranks).
+
+    This rank takes its contiguous slice of ``index`` (``distributed.shard``) through
+    ``augment``, the forward pass and ``loss``; the backward pass runs the contrastive
+    loss's gather backwards, then the gradients are averaged over the ranks. A non-finite
+    loss on any rank fails every rank here, before the optimiser steps.
+    """
+    pairs, model = state.data, state.model
+    index = index[distributed.shard(len(index))]
+    caption_index = pairing[index]
+    batch = Batch(index, caption_index, pairs.images[index], pairs.tokens[caption_index],
+                  [pairs.captions[i] for i in caption_index.tolist()])
+    batch = defense.augment(batch, state)
+    with precision.autocast():
+        features = model.encode(batch.images, batch.tokens, with_tokens=defense.needs_tokens)
+        terms = defense.loss(batch, features, state)
+        loss = sum(terms.values())
+    precision.backward(loss)
+    distributed.average_gradients(model.net.parameters())
+    values = distributed.mean_over_ranks({k: float(v.detach()) for k, v in terms.items()})
+    require_finite(values, f"CLIP loss ({state.phase.name} epoch {state.global_epoch} step {state.step})")
+    return values
+
+
 def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: PairSet,
           clean: PairSet | None = None, poison: torch.Tensor | None = None,
           stop_after: int | None = None) -> list[dict]:
@@ -206,6 +269,7 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
     branch off (``ClipDefense.standard_prefix``). A checkpoint whose ``defense`` state is
     ``None`` is such a prefix: the defense starts from it with its own fresh state.
     """
+    distributed.shard(config.batch_size)  # refuse a batch the ranks cannot split, before any work
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     precision = Precision(config.precision, model.device)
@@ -218,6 +282,7 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
             defense.load_state_dict(resume["defense"])
         precision.load_state_dict(resume["precision"])
         history, steps = resume["history"], resume["steps"]
+    distributed.broadcast_module(model.net)
     model.net.train()
     for phase_index, phase in enumerate(defense.phases(config)):
         pairs = data if phase.data == "train" else clean
@@ -242,14 +307,19 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
             state.step, resume = resume["phase_step"], None
 
         def checkpoint(epoch: int, position: dict | None) -> None:
-            config.checkpoints.save({
-                "model": model.net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "precision": precision.state_dict(), "generator": generator.get_state(), "rng": global_rng_state(),
-                "defense": defense.state_dict(), "history": history, "steps": steps, "phase": phase_index,
-                "epoch": epoch, "global_epoch": global_epoch, "phase_step": state.step, "in_epoch": position})
+            """Rank 0 saves (the ranks' weights, optimiser and pools agree); every rank waits
+            for the commit, so any of them may load it next."""
+            if distributed.is_main():
+                config.checkpoints.save({
+                    "model": model.net.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "precision": precision.state_dict(),
+                    "generator": generator.get_state(), "rng": global_rng_state(), "defense": defense.state_dict(),
+                    "history": history, "steps": steps, "phase": phase_index, "epoch": epoch,
+                    "global_epoch": global_epoch, "phase_step": state.step, "in_epoch": position})
+            distributed.barrier()
 
         for epoch in progress(range(first_epoch, phase.epochs), f"CLIP {defense.name}: {phase.name}",
-                              enabled=config.progress):
+                              enabled=config.progress and distributed.is_main()):
             state.epoch, state.global_epoch = epoch, global_epoch
             if in_epoch is None:
                 start = time.perf_counter()
@@ -270,24 +340,16 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                 in_epoch = None
             n_batches = len(rows) // config.batch_size
             for b in range(first_batch, n_batches):
-                index = rows[b * config.batch_size:(b + 1) * config.batch_size]
-                caption_index = pairing[index]
-                batch = Batch(index, caption_index, pairs.images[index], pairs.tokens[caption_index],
-                              [pairs.captions[i] for i in caption_index.tolist()])
-                batch = defense.augment(batch, state)
-                with precision.autocast():
-                    features = model.encode(batch.images, batch.tokens, with_tokens=defense.needs_tokens)
-                    terms = defense.loss(batch, features, state)
-                    loss = sum(terms.values())
-                require_finite(loss.detach(), f"CLIP loss ({phase.name} epoch {global_epoch} step {state.step})")
                 opt.zero_grad(set_to_none=True)
-                precision.backward_step(loss, opt)
+                index = rows[b * config.batch_size:(b + 1) * config.batch_size]
+                terms = forward_backward(defense, state, precision, index, pairing)
+                precision.step(opt)
                 sched.step()
                 model.clamp_logit_scale()
                 state.step += 1
                 steps += 1
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + v
                 if config.checkpoints is not None and config.checkpoints.due(steps):
                     checkpoint(epoch, {"batch": b + 1, "pairing": pairing, "rows": rows, "record": record,
                                        "sums": sums, "timed": state.timed_seconds,
@@ -312,4 +374,4 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
     return history
 
 
-__all__ = ["Batch", "PairSet", "Phase", "TrainConfig", "TrainState", "train"]
+__all__ = ["Batch", "PairSet", "Phase", "TrainConfig", "TrainState", "forward_backward", "train"]

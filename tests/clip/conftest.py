@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchbench.clip.synthetic import SyntheticSpec, write_world
 
@@ -19,3 +20,15 @@ def tiny_spec() -> SyntheticSpec:
 def world(tmp_path_factory) -> tuple[Path, Path]:
     """(pairs imagefolder, eval imagefolder) of a tiny synthetic world."""
     return write_world(tmp_path_factory.mktemp("world"), TINY)
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    """Two trainings' state dicts agree to ``atol``, attention's key bias left out: softmax
+    ignores it, so its gradient is rounding noise, which Adam scales to lr-sized steps that
+    differ with any rounding change."""
+    assert a.keys() == b.keys()
+    for name in a:
+        x, y = a[name], b[name]
+        if name.endswith("in_proj_bias"):
+            x, y = torch.cat(x.chunk(3)[::2]), torch.cat(y.chunk(3)[::2])
+        assert torch.allclose(x, y, atol=atol), name
