@@ -185,5 +185,5 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["average_gradients", "backend", "barrier", "broadcast_module", "gather_rows", "init_from_env", "initialised", "is_main",
-           "mean_over_ranks", "rank", "shard", "world_size"]
+__all__ = ["average_gradients", "backend", "barrier", "broadcast_module", "gather_rows", "init_from_env",
+           "initialised", "is_main", "mean_over_ranks", "rank", "shard", "world_size"]

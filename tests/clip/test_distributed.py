@@ -56,7 +56,7 @@ def _on_two_processes(tmp_path: Path, job, *args):
     """``job(*args)``'s result on rank 0 of a 2-process gloo group."""
     out = tmp_path / "result.pt"
     mp.spawn(_rank_main, args=(_free_port(), out, job, args), nprocs=WORLD)
-    return torch.load(out)
+    return torch.load(out, weights_only=True)
 
 
 def _one_step(data: PairSet, index: torch.Tensor) -> dict:
