@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from benchbench import distributed
 from benchbench.errors import DataError
 
 FORMAT = 1
@@ -157,7 +158,15 @@ class Checkpointer:
         return (self.folder / POINTER).is_file()
 
     def save(self, state: dict[str, Any]) -> None:
-        """Commit ``state`` as the folder's checkpoint (atomically; see the module doc)."""
+        """Commit ``state`` as the folder's checkpoint (atomically; see the module doc).
+
+        On several processes (``benchbench.distributed``) the ranks hold the same state:
+        rank 0 writes it, and every rank returns once it is committed, so any may load it."""
+        if distributed.is_main():
+            self._commit(state)
+        distributed.barrier()
+
+    def _commit(self, state: dict[str, Any]) -> None:
         from safetensors.torch import save_file
 
         from benchbench.stages import _fsync, _write_synced

@@ -18,9 +18,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from benchbench.errors import BenchbenchError, DataError, PluginError
+from benchbench.errors import BenchbenchError, ConfigError, DataError, PluginError
 
 if TYPE_CHECKING:
+    from benchbench.executors import Executor
+    from benchbench.grid import GridSummary
     from benchbench.registry import Registry
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -138,23 +140,80 @@ def grid(
         "--dry-run", help="List the cells CONFIG expands to and which are stored already; run nothing")] = False,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N: where training and attacks run")] = "cpu",
 ) -> None:
-    """Run every attack x defense x seed cell of CONFIG; finished cells are skipped."""
+    """Run every attack x defense x seed cell of CONFIG; finished cells are skipped.
+
+    Under torchrun (``torchrun --nproc_per_node N -m benchbench grid CONFIG``) every cell
+    trains on the N processes together, one cell after another (docs/scaling.md)."""
+    store = store or Path("runs") / preset / "results.sqlite"
+    if dry_run:
+        try:
+            return _dry_run(config, store, preset, seeds, _load_plugins(plugin, strict=strict_plugins))
+        except BenchbenchError as exc:
+            _fail(exc)
+    _run_grid(config, preset, store, cache, seeds, executor, jobs, address, plugin, strict_plugins, progress,
+              device)
+
+
+@app.command()
+def cell(
+    config: Annotated[Path, typer.Argument(help="Grid config (YAML), e.g. configs/clip-default.yaml")],
+    which: Annotated[str, typer.Argument(metavar="CELL", help="The cell's key (or a unique start of it) or its "
+                                                              "position from 0, as `grid --dry-run` lists them")],
+    preset: Annotated[str, typer.Option(help="smoke | default | paper")] = "default",
+    store: Annotated[Optional[Path], typer.Option(help="SQLite results (default runs/<preset>/results.sqlite)")] = None,
+    cache: Annotated[Path, typer.Option(help="Stage cache directory")] = Path("runs/cache"),
+    seeds: Annotated[Optional[int], typer.Option(help="Override the config's seeds with 0..N-1")] = None,
+    plugin: PluginOpt = None,
+    strict_plugins: StrictOpt = False,
+    progress: Annotated[bool, typer.Option(help="Progress bars on a terminal")] = True,
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N (under torchrun: each rank's LOCAL_RANK GPU "
+                                                "with cuda)")] = "cpu",
+) -> None:
+    """Run one cell of CONFIG (skipped if stored), in this process or, under
+    ``torchrun --nproc_per_node N -m benchbench cell CONFIG CELL``, on N processes
+    together; only rank 0 writes the store row, stages and checkpoints."""
+    from benchbench.grid import select_cell
+
+    store = store or Path("runs") / preset / "results.sqlite"
+    try:
+        key = select_cell(config, which, _load_plugins(plugin, strict=strict_plugins), preset, seeds)
+    except BenchbenchError as exc:
+        _fail(exc)
+    _run_grid(config, preset, store, cache, seeds, "local", 1, None, plugin, strict_plugins, progress, device,
+              only={key})
+
+
+def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | None, executor: str,
+              jobs: int | None, address: str | None, plugin: list[str] | None, strict_plugins: bool,
+              progress: bool, device: str, only: set[str] | None = None) -> None:
+    """`grid` and `cell`: run the cells, print the summary, exit 1 if any failed. Under
+    torchrun rank 0 drives and reports; the other ranks follow (``executors.ranks``)."""
+    from benchbench import distributed
     from benchbench.executors import make_executor
+    from benchbench.executors.ranks import run_led
     from benchbench.grid import run_grid
     from benchbench.precision import check_device
     from benchbench.stages import StageCache, is_disk_full
 
-    store = store or Path("runs") / preset / "results.sqlite"
     try:
         check_device(device)
         reg = _load_plugins(plugin, strict=strict_plugins)
-        if dry_run:
-            return _dry_run(config, store, preset, seeds, reg)
         StageCache(cache)  # a bad --cache fails here, not in every cell; clears killed builds
-        summary = run_grid(config, store, cache, preset=preset, seeds=seeds,
-                           executor=make_executor(executor, jobs=jobs, address=address),
-                           plugins=tuple(plugin or ()), registry=reg, progress=progress, argv=sys.argv,
-                           device=device)
+
+        def grid_with(runner: "Executor") -> "GridSummary":
+            return run_grid(config, store, cache, preset=preset, seeds=seeds, executor=runner,
+                            plugins=tuple(plugin or ()), registry=reg, progress=progress and distributed.is_main(),
+                            argv=sys.argv, device=device, only=only)
+
+        if distributed.init_from_env(device):
+            if executor != "local" or (jobs or 1) > 1:
+                raise ConfigError("under torchrun every cell runs on the launched processes together: "
+                                  "drop --executor and --jobs")
+            summary = run_led(grid_with, reg)
+            if summary is None:  # a follower rank: rank 0 reports
+                return
+        else:
+            summary = grid_with(make_executor(executor, jobs=jobs, address=address))
     except BenchbenchError as exc:
         _fail(exc)
     except (sqlite3.OperationalError, OSError) as exc:

@@ -177,6 +177,18 @@ def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
     return {k: sum(v.get(k, 0.0) for v in every) / world for k in names}
 
 
+def broadcast_object(obj: object = None) -> object:
+    """Rank 0's ``obj`` on every rank (a decision only rank 0 may take, e.g. whether a
+    stage is built or which cell runs next); JSON-like values. One process: ``obj``."""
+    if world_size() == 1:
+        return obj
+    import torch.distributed as dist
+
+    box = [obj if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def barrier() -> None:
     """Wait for every rank (e.g. until rank 0 has committed a checkpoint). One process: nothing."""
     if world_size() > 1:
@@ -185,5 +197,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["average_gradients", "backend", "barrier", "broadcast_module", "gather_rows", "init_from_env",
+__all__ = ["average_gradients", "backend", "barrier", "broadcast_module", "broadcast_object", "gather_rows",
+           "init_from_env",
            "initialised", "is_main", "mean_over_ranks", "rank", "shard", "world_size"]

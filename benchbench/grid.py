@@ -13,11 +13,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection
 
 from benchbench.cells import CellSpec, stable_hash
 from benchbench.config import config_hash, expand, load_config
-from benchbench.errors import NonFiniteMetric
+from benchbench.errors import ConfigError, NonFiniteMetric
 from benchbench.executors import Executor
 from benchbench.executors.local import LocalExecutor
 from benchbench.progress import grid_display, on_terminal
@@ -45,10 +45,15 @@ class GridSummary:
 def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | Path,
              preset: str = "default", seeds: int | None = None, executor: Executor | None = None,
              plugins: tuple[str, ...] = (), registry: Registry | None = None,
-             progress: bool = True, argv: list[str] | None = None, device: str = "cpu") -> GridSummary:
+             progress: bool = True, argv: list[str] | None = None, device: str = "cpu",
+             only: Collection[str] | None = None) -> GridSummary:
+    """Run the cells of ``config_path`` (``only``: just the cells with these keys) that the
+    store does not hold yet, committing each result as it comes back."""
     start = time.perf_counter()
     registry = registry or load_registry(plugins)
     config, keyed = _expand(config_path, registry, preset, seeds)
+    if only is not None:
+        keyed = [(key, cell) for key, cell in keyed if key in only]
     summary = GridSummary(total=len(keyed))
     bars = progress and on_terminal()  # else one line per finished cell (benchbench.progress)
     env = Environment(cache_root=str(cache_root), plugins=tuple(plugins), device=device, progress=bars,
@@ -84,6 +89,22 @@ def _expand(config_path: str | Path, registry: Registry, preset: str,
     config = load_config(config_path)
     cells = expand(config, registry, preset=preset, seeds=seeds)
     return config, [(cell.resolve(registry).key(), cell) for cell in cells]
+
+
+def select_cell(config_path: str | Path, selector: str, registry: Registry, preset: str = "default",
+                seeds: int | None = None) -> str:
+    """The key of one cell of the config: ``selector`` is its key, a unique start of it,
+    or its 0-based position in ``grid --dry-run``'s list."""
+    _config, keyed = _expand(config_path, registry, preset, seeds)
+    keys = [key for key, _cell in keyed]
+    if selector.isdigit() and int(selector) < len(keys):
+        return keys[int(selector)]
+    matches = [key for key in keys if key.startswith(selector)]
+    if len(matches) == 1:
+        return matches[0]
+    how = "matches several cells" if matches else "is no cell's key or position"
+    raise ConfigError(f"'{selector}' {how} in {config_path} ({len(keys)} cells); pick one from "
+                      f"`benchbench grid {config_path} --dry-run` (a key, or its position from 0)")
 
 
 def plan(config_path: str | Path, store_path: str | Path, preset: str = "default",

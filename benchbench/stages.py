@@ -50,6 +50,7 @@ from typing import Any, Callable, Iterator
 
 from filelock import FileLock, Timeout
 
+from benchbench import distributed
 from benchbench.cells import stable_hash
 from benchbench.errors import DataError
 from benchbench.numerics import DEFAULT_THREADS, isolated_rng
@@ -126,6 +127,8 @@ class StageCache:
         """
         key = self.key(name, parts)
         final = self.root / name / key
+        if distributed.world_size() > 1:
+            return self._get_or_build_together(name, key, parts, final, build)
         if (final / META).exists():
             return self._hit(name, key, final)
         try:
@@ -133,9 +136,7 @@ class StageCache:
             with FileLock(str(final) + ".lock"):
                 if (final / META).exists():  # another worker built it while we waited
                     return self._hit(name, key, final)
-                self._build(name, key, parts, final, build)
-                if not self.keep_checkpoints:  # the stage is durable: its checkpoints are done
-                    shutil.rmtree(final.parent / f"{key}.checkpoints", ignore_errors=True)
+                self._build_locked(name, key, parts, final, build)
         except CacheError:  # from a stage this builder needed: it names that stage
             raise
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is a full disk
@@ -143,6 +144,43 @@ class StageCache:
                 raise
             raise CacheError(f"disk full while building stage {name} in {final.parent}: free space "
                              f"there or pass --cache on a bigger disk, then re-run") from None
+        self.stats[(name, "build")] += 1
+        return Stage(name, key, final, hit=False)
+
+    def _build_locked(self, name: str, key: str, parts: dict[str, Any], final: Path,
+                      build: Callable[[Path], None]) -> None:
+        """Build under the key's lock, then drop the build's checkpoints (the stage is durable)."""
+        self._build(name, key, parts, final, build)
+        if not self.keep_checkpoints:
+            shutil.rmtree(final.parent / f"{key}.checkpoints", ignore_errors=True)
+
+    def _get_or_build_together(self, name: str, key: str, parts: dict[str, Any], final: Path,
+                               build: Callable[[Path], None]) -> Stage:
+        """``get_or_build`` for one cell running on several processes (``benchbench.distributed``).
+
+        A build may be a training whose steps are collectives, so every rank must build or
+        none. Rank 0 takes the key's lock and decides (built or not) for all; on a miss
+        every rank runs ``build``, rank 0 into the stage's temporary folder (renamed into
+        place as on one process), the others into a scratch folder they delete, and all
+        return rank 0's stage. Rank 0 alone writes checkpoints (``Checkpointer.save``)."""
+        final.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(final) + ".lock")
+        if distributed.is_main():
+            lock.acquire()
+        try:
+            if distributed.broadcast_object((final / META).exists()):
+                distributed.barrier()  # rank 0 holds the lock until every rank has read the stage's state
+                return self._hit(name, key, final)
+            if distributed.is_main():
+                self._build_locked(name, key, parts, final, build)
+            else:
+                with tempfile.TemporaryDirectory(prefix=f".{key}-rank{distributed.rank()}-",
+                                                 dir=final.parent) as scratch, isolated_rng():
+                    build(Path(scratch))
+            distributed.barrier()  # rank 0's stage is in place
+        finally:
+            if distributed.is_main():
+                lock.release()
         self.stats[(name, "build")] += 1
         return Stage(name, key, final, hit=False)
 

@@ -307,16 +307,11 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
             state.step, resume = resume["phase_step"], None
 
         def checkpoint(epoch: int, position: dict | None) -> None:
-            """Rank 0 saves (the ranks' weights, optimiser and pools agree); every rank waits
-            for the commit, so any of them may load it next."""
-            if distributed.is_main():
-                config.checkpoints.save({
-                    "model": model.net.state_dict(), "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(), "precision": precision.state_dict(),
-                    "generator": generator.get_state(), "rng": global_rng_state(), "defense": defense.state_dict(),
-                    "history": history, "steps": steps, "phase": phase_index, "epoch": epoch,
-                    "global_epoch": global_epoch, "phase_step": state.step, "in_epoch": position})
-            distributed.barrier()
+            config.checkpoints.save({  # rank 0 writes it (the ranks' states agree); every rank may load it
+                "model": model.net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "precision": precision.state_dict(), "generator": generator.get_state(), "rng": global_rng_state(),
+                "defense": defense.state_dict(), "history": history, "steps": steps, "phase": phase_index,
+                "epoch": epoch, "global_epoch": global_epoch, "phase_step": state.step, "in_epoch": position})
 
         for epoch in progress(range(first_epoch, phase.epochs), f"CLIP {defense.name}: {phase.name}",
                               enabled=config.progress and distributed.is_main()):
