@@ -132,6 +132,9 @@ def grid(
         envvar="BENCHBENCH_JOBS", show_default=False,
         help="Local worker processes (1 = in-process); default: 2, or 1 on a single core")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray)")] = None,
+    workers_per_cell: Annotated[int, typer.Option(
+        help="Ray Train workers that train each cell together (with --executor ray; each asks for the "
+             "config's resources)")] = 1,
     plugin: PluginOpt = None,
     strict_plugins: StrictOpt = False,
     progress: Annotated[bool, typer.Option(
@@ -151,7 +154,7 @@ def grid(
         except BenchbenchError as exc:
             _fail(exc)
     _run_grid(config, preset, store, cache, seeds, executor, jobs, address, plugin, strict_plugins, progress,
-              device)
+              device, workers_per_cell=workers_per_cell)
 
 
 @app.command()
@@ -185,7 +188,7 @@ def cell(
 
 def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | None, executor: str,
               jobs: int | None, address: str | None, plugin: list[str] | None, strict_plugins: bool,
-              progress: bool, device: str, only: set[str] | None = None) -> None:
+              progress: bool, device: str, only: set[str] | None = None, workers_per_cell: int = 1) -> None:
     """`grid` and `cell`: run the cells, print the summary, exit 1 if any failed. Under
     torchrun rank 0 drives and reports; the other ranks follow (``executors.ranks``)."""
     from benchbench import distributed
@@ -206,14 +209,15 @@ def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | 
                             argv=sys.argv, device=device, only=only)
 
         if distributed.init_from_env(device):
-            if executor != "local" or (jobs or 1) > 1:
+            if executor != "local" or (jobs or 1) > 1 or workers_per_cell > 1:
                 raise ConfigError("under torchrun every cell runs on the launched processes together: "
-                                  "drop --executor and --jobs")
+                                  "drop --executor, --jobs and --workers-per-cell")
             summary = run_led(grid_with, reg)
             if summary is None:  # a follower rank: rank 0 reports
                 return
         else:
-            summary = grid_with(make_executor(executor, jobs=jobs, address=address))
+            summary = grid_with(make_executor(executor, jobs=jobs, address=address,
+                                              workers_per_cell=workers_per_cell))
     except BenchbenchError as exc:
         _fail(exc)
     except (sqlite3.OperationalError, OSError) as exc:

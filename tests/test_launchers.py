@@ -73,3 +73,25 @@ def test_a_cell_that_is_not_in_the_config_is_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "'ffff' is no cell's key or position in cell.yaml (1 cells)" in r.stderr
     assert "benchbench grid cell.yaml --dry-run" in r.stderr
+
+
+@pytest.mark.slow
+def test_ray_train_trains_one_clip_cell_on_two_workers_and_stores_one_row(tmp_path):
+    pytest.importorskip("ray.train.torch")
+    (tmp_path / "cell.yaml").write_text(CLIP_CELL)
+    args = ("grid", "cell.yaml", "--preset", "smoke")
+    two = run_cli(*args, "--executor", "ray", "--workers-per-cell", "2", "--store", "two.sqlite", "--cache", "c2",
+                  cwd=tmp_path, env={"RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1"}, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = run_cli(*args, "--store", "one.sqlite", "--cache", "c1", cwd=tmp_path)
+    rows, single = _rows(tmp_path / "two.sqlite"), _rows(tmp_path / "one.sqlite")
+    assert len({key for key, *_ in rows}) == 1 and {status for _, status, *_ in rows} == {"ok"}
+    assert [r[2:4] for r in rows] == [r[2:4] for r in single]
+    for (*_, v2), (*_, v1) in zip(rows, single):
+        assert v2 == pytest.approx(v1, abs=1e-6)
+
+
+def test_workers_per_cell_needs_ray_or_torchrun(tmp_path):
+    (tmp_path / "cell.yaml").write_text(CLIP_CELL)
+    r = run_cli("grid", "cell.yaml", "--preset", "smoke", "--workers-per-cell", "2", cwd=tmp_path)
+    assert r.returncode == 2 and "--workers-per-cell needs --executor ray" in r.stderr

@@ -7,6 +7,13 @@ see: a local disk for one machine, an NFS/shared mount for a cluster). ``ray.wai
 streams results back as they finish, so the driver commits every cell the moment it
 returns and a killed driver loses nothing that finished.
 
+With ``workers_per_cell`` N > 1 each cell trains on N processes together: its Ray task
+starts a Ray Train ``TorchTrainer`` (``ScalingConfig(num_workers=N, use_gpu=...)``), whose
+workers Ray joins into one ``torch.distributed`` group (gloo on CPU, NCCL on GPUs) and
+which each run ``run_cell`` on the same cell; stages and checkpoints are rank 0's
+(``benchbench.stages``, ``benchbench.checkpoint``) and rank 0's result comes back to the
+driver, which writes the one store row.
+
 Failure isolation has two layers. An exception inside a cell is caught by ``run_cell``
 and comes back as an ordinary ``failed`` result. A worker process that dies (segfault,
 OOM kill, ``os._exit``) is retried by Ray ``max_retries`` times and, if it keeps dying,
@@ -14,13 +21,21 @@ becomes a ``failed`` result here instead of an exception in the driver.
 """
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+import time
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Iterator
 
 from benchbench.errors import ConfigError
 from benchbench.registry import Registry
 from benchbench.runner import Environment, run_cell
+
+
+RAY_TRAIN_DIR = ".ray-train"  # under the cache root: Ray Train's run folders (rank 0's result)
+RESULT_FILE = "result.json"
 
 
 class RayExecutor:
@@ -35,9 +50,12 @@ class RayExecutor:
     Ray has pointed at the GPU it reserved for the task.
     """
 
-    def __init__(self, address: str | None = None, max_retries: int = 1):
+    def __init__(self, address: str | None = None, max_retries: int = 1, workers_per_cell: int = 1):
+        if workers_per_cell < 1:
+            raise ConfigError(f"--workers-per-cell must be at least 1, got {workers_per_cell}")
         self.address = address
         self.max_retries = max_retries
+        self.workers_per_cell = workers_per_cell
 
     def map(self, items: list[tuple[str, dict[str, Any]]], env: Environment,
             registry: Registry | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -53,9 +71,13 @@ class RayExecutor:
                 raise ConfigError(f"cannot connect to Ray at {self.address} ({str(exc).splitlines()[0]}); "
                                   f"start one with `ray start --head` or fix --address (see docs/cluster.md)") from None
         env = _worker_environment(env)
-        remote = ray.remote(run_cell).options(max_retries=self.max_retries,
-                                              num_cpus=env.resources.get("num_cpus", 1),
-                                              num_gpus=env.resources.get("num_gpus", 0))
+        if self.workers_per_cell > 1:  # a light task that runs the cell's Ray Train job
+            remote = ray.remote(_run_cell_on_workers).options(max_retries=self.max_retries, num_cpus=0)
+            env = replace(env, resources={**env.resources, "workers_per_cell": self.workers_per_cell})
+        else:
+            remote = ray.remote(run_cell).options(max_retries=self.max_retries,
+                                                  num_cpus=env.resources.get("num_cpus", 1),
+                                                  num_gpus=env.resources.get("num_gpus", 0))
         env_ref = ray.put(env)
         keys = {remote.remote(spec, env_ref): key for key, spec in items}
         pending = list(keys)
@@ -81,6 +103,40 @@ def _worker_environment(env: Environment) -> Environment:
     device = "cuda" if env.resources.get("num_gpus", 0) > 0 and env.device == "cpu" else env.device
     return replace(env, cache_root=os.path.abspath(env.cache_root), plugins=plugins,
                    progress=False, device=device)
+
+
+def _run_cell_on_workers(spec: dict[str, Any], env: Environment) -> dict[str, Any]:
+    """One cell as a Ray Train job of ``env.resources["workers_per_cell"]`` workers, each
+    asking for the cell's ``num_cpus`` and ``num_gpus``; rank 0's result."""
+    from ray import train
+    from ray.train.torch import TorchTrainer
+
+    workers, gpus = env.resources["workers_per_cell"], env.resources.get("num_gpus", 0)
+    trainer = TorchTrainer(_cell_worker, train_loop_config={"spec": spec, "env": env},
+                           scaling_config=train.ScalingConfig(
+                               num_workers=workers, use_gpu=gpus > 0,
+                               resources_per_worker={"CPU": env.resources.get("num_cpus", 1),
+                                                     **({"GPU": gpus} if gpus > 0 else {})}),
+                           # the cache root is on storage every node sees already
+                           run_config=train.RunConfig(name=f"cell-{os.getpid()}-{time.time_ns()}",
+                                                      storage_path=os.path.join(env.cache_root, RAY_TRAIN_DIR)))
+    with trainer.fit().checkpoint.as_directory() as folder:
+        return json.loads((Path(folder) / RESULT_FILE).read_text())
+
+
+def _cell_worker(config: dict[str, Any]) -> None:
+    """A Ray Train worker: the cell on this rank (Ray has joined the process group). Rank
+    0's result goes back as the job's checkpoint (Ray Train keeps only reports that carry
+    one), as JSON."""
+    from ray import train
+
+    result = run_cell(config["spec"], config["env"])
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if train.get_context().get_world_rank() == 0:
+            (Path(folder) / RESULT_FILE).write_text(json.dumps(result))
+            checkpoint = train.Checkpoint.from_directory(folder)
+        train.report({}, checkpoint=checkpoint)  # every rank reports
 
 
 def _result(ray: Any, ref: Any) -> dict[str, Any]:
