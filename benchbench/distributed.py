@@ -1,8 +1,9 @@
 """The process group one training runs on: the one place for rank and world-size facts
-and the few collectives the CLIP trainer needs.
+and the few collectives the CLIP and ReID trainers need.
 
 A cell may train on several processes (``torch.distributed``), each holding a replica
-of the model and a contiguous slice of every global batch. The process group is
+of the model and its part of every global batch (CLIP: a contiguous slice; ReID: a
+share of the batch's identities with all their images). The process group is
 whatever ``torch.distributed`` holds; ``init_from_env`` starts one from torchrun's
 environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``/``MASTER_PORT``),
 with gloo on CPU and NCCL on CUDA. Launching the processes is the caller's business.
@@ -12,14 +13,15 @@ returns its input: the single-process trainer runs exactly the code, and gets ex
 the numbers, it did before this module existed.
 
 Every collective must be called by all ranks in the same order. The trainer calls them
-at fixed points of each step (the contrastive loss's gather, the gradient average, the
-log's mean, the caption pools' gather), which every rank reaches together because every
-rank runs the same hooks on batches of the same size.
+at fixed points of each step (CLIP: the contrastive loss's gather, the gradient average,
+the log's mean, the caption pools' gather; ReID: the gradient averages, the buffers'
+average, the log's mean), which every rank reaches together because every rank runs the
+same hooks on batches of the same size.
 """
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 from benchbench.errors import ConfigError
 
@@ -72,13 +74,14 @@ def init_from_env(device: str = "cpu") -> bool:
     return world_size() > 1
 
 
-def shard(n: int) -> slice:
-    """This rank's contiguous part of ``n`` rows (a global batch): rows
-    ``[rank * n / W, (rank + 1) * n / W)``. Refuses an ``n`` the ranks cannot split evenly,
-    since uneven slices would weight the ranks' losses unequally."""
+def shard(n: int, name: str = "batch_size") -> slice:
+    """This rank's contiguous part of ``n`` rows (a global batch), or of ``n`` groups of
+    rows (a ReID batch's identities): ``[rank * n / W, (rank + 1) * n / W)``. Refuses an
+    ``n`` the ranks cannot split evenly, since uneven parts would weight the ranks' losses
+    unequally; the error names ``name``, the setting to change."""
     world = world_size()
     if n % world:
-        raise ConfigError(f"batch_size {n} does not split over {world} processes; set batch_size to a multiple "
+        raise ConfigError(f"{name} {n} does not split over {world} processes; set {name} to a multiple "
                           f"of {world} (e.g. {n + world - n % world})")
     size = n // world
     return slice(rank() * size, (rank() + 1) * size)
@@ -138,28 +141,46 @@ def gather_rows(*tensors: "torch.Tensor | None") -> tuple["torch.Tensor | None",
     return tuple(gather(t) for t in tensors)
 
 
-def average_gradients(parameters: Iterable["torch.nn.Parameter"]) -> None:
-    """Replace each gradient by its mean over the ranks, with one all-reduce of the
-    gradients flattened into one buffer (what DistributedDataParallel's reducer does, minus
-    overlapping it with the backward pass). Parameters without a gradient are skipped:
-    every rank must have gradients for the same parameters, which holds when all ranks
-    run the same loss terms. One process: nothing."""
+def average(tensors: Sequence["torch.Tensor"]) -> None:
+    """Replace each tensor, in place, by its mean over the ranks, with one all-reduce of
+    the tensors flattened into one buffer. Every rank must pass tensors of the same
+    shapes in the same order. One process: nothing."""
     world = world_size()
-    if world == 1:
+    if world == 1 or not tensors:
         return
     import torch
     import torch.distributed as dist
 
-    grads = [p.grad for p in parameters if p.grad is not None]
-    if not grads:
-        return
-    flat = torch.cat([g.reshape(-1) for g in grads])
+    flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= world
     offset = 0
-    for g in grads:
-        g.copy_(flat[offset:offset + g.numel()].view_as(g))
-        offset += g.numel()
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def average_gradients(parameters: Iterable["torch.nn.Parameter"]) -> None:
+    """Replace each gradient by its mean over the ranks, in one all-reduce (``average``:
+    what DistributedDataParallel's reducer does, minus overlapping it with the backward
+    pass). Parameters without a gradient are skipped: every rank must have gradients for
+    the same parameters, which holds when all ranks run the same loss terms. One
+    process: nothing."""
+    average([p.grad for p in parameters if p.grad is not None])
+
+
+def average_buffers(module: "torch.nn.Module") -> None:
+    """Replace each floating-point buffer of ``module``'s state (BatchNorm's running mean
+    and variance) by its mean over the ranks, so the replicas agree again after a step in
+    which each normalised its own slice. Left alone: integer buffers
+    (``num_batches_tracked``: every rank counts the same) and buffers outside the state
+    dict (constants, such as an input normalisation's mean). One process: nothing."""
+    if world_size() == 1:
+        return
+    import torch
+
+    state = module.state_dict(keep_vars=True)
+    average([t for t in state.values() if not isinstance(t, torch.nn.Parameter) and t.is_floating_point()])
 
 
 def mean_over_ranks(values: dict[str, float]) -> dict[str, float]:
@@ -197,6 +218,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-__all__ = ["average_gradients", "backend", "barrier", "broadcast_module", "broadcast_object", "gather_rows",
-           "init_from_env",
-           "initialised", "is_main", "mean_over_ranks", "rank", "shard", "world_size"]
+__all__ = ["average", "average_buffers", "average_gradients", "backend", "barrier", "broadcast_module",
+           "broadcast_object", "gather_rows", "init_from_env", "initialised", "is_main", "mean_over_ranks", "rank",
+           "shard", "world_size"]

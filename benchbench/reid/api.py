@@ -29,6 +29,14 @@
      overrides ``train_step`` and still reuses ``state.forward`` and the loss terms;
   4. ``on_train_end(state)`` once (e.g. a fine-tuning phase).
 
+  Under several processes (see ``benchbench.reid.trainer``) every rank runs every hook,
+  and ``train_step`` gets the rank's share of the batch (P/W identities, all their
+  images). A step must reach the optimiser through ``state.optimize`` or
+  ``benchbench.reid.meta.first_order_meta_step`` (which average the gradients over the
+  ranks) or average them itself (``benchbench.distributed.average_gradients``), and draw
+  its randomness from ``state.generator`` or the global RNGs the same way on every rank,
+  so the ranks stay in step.
+
   At inference, ``purifier(train, data_key, ctx)`` may return a ``benchbench.purify.Purifier``:
   the task then evaluates ``Purified(model, purifier)``, so the gallery's and the queries'
   features and every forward pass of the attack go through it (with ``attacker_gradient()

@@ -16,6 +16,45 @@ loss in ``TrainState.optimize``), and ``checkpoints`` saves the whole state ever
 epoch (weights, optimiser, scheduler, generator, global RNGs, the epoch's batches and
 partial sums, the defense's ``state_dict()``); a training that finds a checkpoint
 continues from it as if never stopped.
+
+**Several processes.** Under ``torch.distributed`` (``benchbench.distributed``) with W
+processes, one training runs on all of them, as torchreid's DDP training does. Every rank
+draws the same P x K batches (the same seed: the sampler's Python/NumPy draws and the
+augmentation's torch draws are the same on every rank), augments the whole batch, and
+keeps its share *by identity* (``_share``): P/W identities with all their K images, so
+``ids_per_batch`` must be a multiple of W, and batch-hard mining stays per rank with
+positives in every slice. Every rank starts from rank 0's model (broadcast), and every
+optimiser step follows the gradient averaged over the ranks (``TrainState.optimize``; the
+meta-update's virtual step too, ``benchbench.reid.meta``). The model is not wrapped in
+``DistributedDataParallel``: the meta-update takes its gradients with
+``torch.autograd.grad``, which DDP's reducer (hooked on gradient accumulation into
+``.grad``) never sees, and makes two forward passes per step, one at virtually stepped
+weights; so ``distributed.average_gradients`` does what the reducer does, one flattened
+all-reduce per optimiser step, for every defense alike. The logged losses are the mean
+over the ranks, the same on every rank; rank 0 alone writes the log, and checkpoints
+(``Checkpointer.save``: every rank waits for the commit and may load it).
+
+BatchNorm: on CPU (gloo) each rank normalises its slice with the slice's statistics, as
+DDP does without SyncBatchNorm (torch's SyncBatchNorm runs on CUDA only); on CUDA the
+trainer converts the model's BatchNorms to ``torch.nn.SyncBatchNorm``, which normalises
+with the global batch's statistics (a one-liner; not exercised by the tests, which run
+on CPU). After every step the floating-point buffers (running mean and variance) are
+averaged over the ranks (``distributed.average_buffers``), so the replicas agree at every
+step (for the eval-mode attacks, a checkpoint, the final model): the running mean moves
+as one process's would from the same activations, the running variance by the mean of
+the slices' variances (without the spread between slices).
+
+Equal to a one-process run on the same global batches: the batches and their
+augmentation, the initial weights, the sampler's and augmentation's RNG streams. Not
+equal: the forward pass on CPU (BatchNorm's per-slice statistics), so every loss, even a
+mean over rows like the cross-entropy; batch-hard triplet mining and every other
+batch-level term (positives and negatives from the rank's P/W identities); the training
+attacks (crafted on the slice: FNA's pull guide is the slice's, and each rank's attack
+generator draws a slice's random starts, so row i of every slice starts alike); and
+``state.generator``'s stream wherever a hook's draws depend on the batch's size
+(dddefense's identity split: each rank splits its own identities). Hooks' draws are the
+same on every rank. One process runs exactly the code and gets exactly the numbers it
+did before several processes were possible.
 """
 from __future__ import annotations
 
@@ -30,6 +69,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import torch
 from torchvision.transforms import v2
 
+from benchbench import distributed
 from benchbench.checkpoint import Checkpointer, global_rng_state, set_global_rng_state
 from benchbench.numerics import isolated_rng, require_finite, require_finite_weights
 from benchbench.precision import Precision
@@ -140,9 +180,12 @@ class TrainState:
                 "triplet": self.config.triplet_weight * self.triplet(out.features, batch.pids)}
 
     def optimize(self, terms: dict[str, torch.Tensor]) -> dict[str, float]:
-        """One optimizer step on the sum of ``terms``; returns their values for the log."""
+        """One optimizer step on the sum of ``terms``, along the gradient averaged over the
+        ranks; returns the terms' values (this rank's) for the log."""
         self.optimizer.zero_grad(set_to_none=True)
-        self.precision.backward_step(sum(terms.values()), self.optimizer)
+        self.precision.backward(sum(terms.values()))
+        distributed.average_gradients(self.model.parameters())
+        self.precision.step(self.optimizer)
         return {k: float(v.detach()) for k, v in terms.items()}
 
     def build_attack(self, name: str, params: dict[str, Any] | None = None,
@@ -162,6 +205,14 @@ def _batches(train: ImageSet, config: TrainConfig) -> Iterator[torch.Tensor]:
         yield torch.tensor(order[start:start + size])
 
 
+def _share(pids: torch.Tensor) -> torch.Tensor:
+    """The rows of a global batch (identities ``pids``) this rank trains on: the rank's
+    consecutive share of the batch's identities, in their order of appearance, with all
+    their images (every row under one process)."""
+    ids = torch.tensor(list(dict.fromkeys(pids.tolist())))
+    return torch.isin(pids, ids[distributed.shard(len(ids), "ids_per_batch")])
+
+
 def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config: TrainConfig, seed: int,
           cache: "StageCache | None" = None, data_key: str = "", show_progress: bool = True,
           log_path: Path | None = None, device: str = "cpu", data_root: Path | None = None,
@@ -171,9 +222,13 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
     returns the plain model's stage (``TrainState.reference_stage``). ``precision``: fp32,
     bf16 or fp16 (``benchbench.precision``); ``checkpoints``: save the whole state as
     training goes and start from the folder's checkpoint if there is one (the same
-    weights as an uninterrupted run)."""
+    weights as an uninterrupted run). Under several processes every rank calls it alike
+    and trains its share of each batch (see the module doc)."""
+    distributed.shard(config.ids_per_batch, "ids_per_batch")  # refuse a batch the ranks cannot split, first
     with isolated_rng(seed):
         model = build_model(config.arch, num_classes, config.weights).to(device).train()
+        if distributed.world_size() > 1 and device.startswith("cuda"):
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)  # the global batch's statistics
         run = TrainState(model, train_set, config, seed, cache, data_key, device, data_root, layout,
                        show_progress, reference, precision)
         run.train = defense.prepare_data(train_set, run)
@@ -192,16 +247,17 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
             defense.load_state_dict(resume["defense"])
             set_global_rng_state(resume["rng"])
             history, run.step, first_epoch, in_epoch = (resume[k] for k in ("history", "step", "epoch", "in_epoch"))
+        distributed.broadcast_module(model)
 
         def checkpoint(epoch: int, position: dict | None) -> None:
-            checkpoints.save({
+            checkpoints.save({  # rank 0 writes it (the ranks' states agree); every rank may load it
                 "model": model.state_dict(), "optimizer": run.optimizer.state_dict(),
                 "scheduler": run.scheduler.state_dict(), "precision": run.precision.state_dict(),
                 "generator": run.generator.get_state(), "rng": global_rng_state(), "defense": defense.state_dict(),
                 "history": history, "step": run.step, "epoch": epoch, "in_epoch": position})
 
         for epoch in progress(range(first_epoch, config.epochs), f"train {defense.name} (seed {seed})",
-                              enabled=show_progress):
+                              enabled=show_progress and distributed.is_main()):
             run.epoch = epoch
             if in_epoch is None:
                 start, sums, n = time.perf_counter(), {}, 0
@@ -212,9 +268,13 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
                 sums, n, batches, in_epoch = in_epoch["sums"], in_epoch["n"], list(in_epoch["batches"]), None
             for index in batches[n:]:
                 images = torch.stack([augment(img) for img in run.train.images[index]]).float().div_(255)
-                batch = Batch(images.to(device), run.train.pids[index].to(device), run.train.camids[index].to(device))
+                mine = _share(run.train.pids[index])
+                batch = Batch(images[mine].to(device), run.train.pids[index][mine].to(device),
+                              run.train.camids[index][mine].to(device))
                 with run.precision.autocast():
                     terms = defense.train_step(batch, run)
+                terms = distributed.mean_over_ranks(terms)
+                distributed.average_buffers(model)
                 require_finite(terms, f"ReID loss at epoch {epoch} step {run.step}")
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -229,7 +289,7 @@ def train(defense: "ReidDefense", train_set: ImageSet, num_classes: int, config:
                 checkpoint(epoch + 1, None)
         defense.on_train_end(run)
     require_finite_weights(model, f"ReID model ({defense.name}, seed {seed})")
-    if log_path is not None:
+    if log_path is not None and distributed.is_main():
         log = {"config": asdict(config), "defense": defense.identity(), "seed": seed, "epochs": history}
         if run.precision.reduced:
             log["precision"] = precision

@@ -24,6 +24,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
+from benchbench import distributed
 from benchbench.errors import ConfigError
 
 
@@ -33,8 +34,10 @@ def split_identities(pids: torch.Tensor, train_ratio: float,
     at random, each side with at least two identities (a metric loss needs negatives)."""
     ids = pids.unique()
     if len(ids) < 4:
+        world = distributed.world_size()  # each of W processes splits its share of the batch's identities
         raise ConfigError(f"self-meta splits a batch's identities in two groups of >= 2; the batch has "
-                          f"{len(ids)} identities: raise the task's ids_per_batch to >= 4 or set self_meta: false")
+                          f"{len(ids)} identities{' on this process' if world > 1 else ''}: raise the task's "
+                          f"ids_per_batch to >= {4 * world} or set self_meta: false")
     n_train = min(max(round(train_ratio * len(ids)), 2), len(ids) - 2)
     chosen = ids[torch.randperm(len(ids), generator=generator)[:n_train]]
     train = torch.isin(pids, chosen)

@@ -3,16 +3,12 @@ global batches: the same loss and gradients in a step, the same weights, log and
 re-matching pool after a short training."""
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from benchbench import distributed
 from benchbench.clip.data import load_pairs
 from benchbench.clip.model import ClipModel, ModelSpec
 from benchbench.clip.trainer import PairSet, Phase, TrainConfig, TrainState, forward_backward
@@ -20,43 +16,16 @@ from benchbench.precision import Precision
 from benchbench_clip_baseline import StandardClip
 from benchbench_roclip import RoCLIP
 from tests.clip.conftest import assert_same_weights
+from tests.processes import on_processes
 
 CONFIG = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=0, progress=False)
 ROCLIP = {"first_match_epoch": 2, "match_every": 1, "image_augmentation": "none", "eda": 0.0, "pool_size": 32}
-WORLD = 2
 
 
 @pytest.fixture(scope="module")
 def data(world, tmp_path_factory) -> PairSet:
     pairs = load_pairs(world[0], 32, cache_dir=tmp_path_factory.mktemp("hf"))
     return PairSet.from_dataset(pairs, ClipModel.create(ModelSpec(), seed=0))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rank_main(rank: int, port: int, out: Path, job, args: tuple) -> None:
-    """A spawned process: join the group as torchrun would have it, run ``job``, and let
-    rank 0 write its result."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)  # two processes on two cores
-    assert distributed.init_from_env("cpu") and distributed.world_size() == WORLD
-    try:
-        result = job(*args)
-        if distributed.is_main():
-            torch.save(result, out)
-    finally:
-        dist.destroy_process_group()
-
-
-def _on_two_processes(tmp_path: Path, job, *args):
-    """``job(*args)``'s result on rank 0 of a 2-process gloo group."""
-    out = tmp_path / "result.pt"
-    mp.spawn(_rank_main, args=(_free_port(), out, job, args), nprocs=WORLD)
-    return torch.load(out, weights_only=True)
 
 
 def _one_step(data: PairSet, index: torch.Tensor) -> dict:
@@ -81,7 +50,7 @@ def _train(data: PairSet, defense_cls: type, params: dict | None, config: TrainC
 def test_a_step_on_two_processes_has_the_loss_and_gradients_of_one(data, tmp_path):
     index = torch.randperm(len(data), generator=torch.Generator().manual_seed(1))[:16]
     one = _one_step(data, index)
-    two = _on_two_processes(tmp_path, _one_step, data, index)
+    two = on_processes(tmp_path, _one_step, data, index)[0]
     assert two["terms"].keys() == one["terms"].keys() == {"clip"}
     assert two["terms"]["clip"] == pytest.approx(one["terms"]["clip"], abs=1e-5)
     assert two["grads"].keys() == one["grads"].keys()
@@ -92,7 +61,7 @@ def test_a_step_on_two_processes_has_the_loss_and_gradients_of_one(data, tmp_pat
 @pytest.mark.parametrize("defense_cls, params", [(StandardClip, None), (RoCLIP, ROCLIP)], ids=["none", "roclip"])
 def test_a_training_on_two_processes_is_the_training_on_one(data, tmp_path, defense_cls, params):
     one = _train(data, defense_cls, params)
-    two = _on_two_processes(tmp_path, _train, data, defense_cls, params)
+    two = on_processes(tmp_path, _train, data, defense_cls, params)[0]
     assert_same_weights(two["weights"], one["weights"], atol=1e-4)
     assert len(two["log"]) == len(one["log"]) == CONFIG.epochs
     for a, b in zip(two["log"], one["log"]):
@@ -111,4 +80,4 @@ def test_a_batch_the_processes_cannot_split_is_refused(data, tmp_path):
     config = TrainConfig(epochs=1, batch_size=15, lr=1e-3, progress=False)
     with pytest.raises(mp.ProcessRaisedException, match="batch_size 15 does not split over 2 processes; "
                                                          "set batch_size to a multiple of 2"):
-        _on_two_processes(tmp_path, _train, data, StandardClip, None, config)
+        on_processes(tmp_path, _train, data, StandardClip, None, config)
