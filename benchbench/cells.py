@@ -44,6 +44,9 @@ class CellSpec:
     preset: str
     threads: int = DEFAULT_THREADS  # torch threads the cell runs with (benchbench.numerics)
     precision: str = DEFAULT_PRECISION  # fp32 | bf16 | fp16 (benchbench.precision)
+    # processes training the cell together (torchrun, Ray Train): protocol, as threads are
+    # (gradient averaging moves the last digits; augmentations are drawn per slice row)
+    processes: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +63,7 @@ class CellSpec:
             preset=d["preset"],
             threads=int(d.get("threads", DEFAULT_THREADS)),
             precision=d.get("precision", DEFAULT_PRECISION),
+            processes=int(d.get("processes", 1)),
         )
 
     @property
@@ -97,11 +101,13 @@ class ResolvedCell:
 
     def key(self) -> str:
         """Identity of the cell's result: every component's name, version and resolved
-        params, plus seed, torch thread count and precision (only when not fp32, so the
-        keys from before precision existed stay the same). Same key = same experiment
-        (same numbers), so the store can skip it."""
+        params, plus seed, torch thread count, precision (only when not fp32) and processes
+        (only when more than one), so the keys from before those existed stay the same.
+        Same key = same experiment (same numbers), so the store can skip it."""
         ident = {"components": [c.identity() for c in self.components()], "seed": self.spec.seed,
                  "threads": self.spec.threads}
         if self.spec.precision != DEFAULT_PRECISION:
             ident["precision"] = self.spec.precision
+        if self.spec.processes > 1:
+            ident["processes"] = self.spec.processes
         return stable_hash(ident)

@@ -175,26 +175,21 @@ def cell(
     """Run one cell of CONFIG (skipped if stored), in this process or, under
     ``torchrun --nproc_per_node N -m benchbench cell CONFIG CELL``, on N processes
     together; only rank 0 writes the store row, stages and checkpoints."""
-    from benchbench.grid import select_cell
-
     store = store or Path("runs") / preset / "results.sqlite"
-    try:
-        key = select_cell(config, which, _load_plugins(plugin, strict=strict_plugins), preset, seeds)
-    except BenchbenchError as exc:
-        _fail(exc)
     _run_grid(config, preset, store, cache, seeds, "local", 1, None, plugin, strict_plugins, progress, device,
-              only={key})
+              cell=which)
 
 
 def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | None, executor: str,
               jobs: int | None, address: str | None, plugin: list[str] | None, strict_plugins: bool,
-              progress: bool, device: str, only: set[str] | None = None, workers_per_cell: int = 1) -> None:
-    """`grid` and `cell`: run the cells, print the summary, exit 1 if any failed. Under
-    torchrun rank 0 drives and reports; the other ranks follow (``executors.ranks``)."""
+              progress: bool, device: str, workers_per_cell: int = 1, cell: str | None = None) -> None:
+    """`grid` and `cell` (``cell``: the one cell to run, as `benchbench cell` takes it):
+    run the cells, print the summary, exit 1 if any failed. Under torchrun rank 0 drives
+    and reports; the other ranks follow (``executors.ranks``)."""
     from benchbench import distributed
     from benchbench.executors import make_executor
     from benchbench.executors.ranks import run_led
-    from benchbench.grid import run_grid
+    from benchbench.grid import run_grid, select_cell
     from benchbench.precision import check_device
     from benchbench.stages import StageCache, is_disk_full
 
@@ -202,16 +197,19 @@ def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | 
         check_device(device)
         reg = _load_plugins(plugin, strict=strict_plugins)
         StageCache(cache)  # a bad --cache fails here, not in every cell; clears killed builds
+        launched = distributed.init_from_env(device)
+        if launched and (executor != "local" or (jobs or 1) > 1 or workers_per_cell > 1):
+            raise ConfigError("under torchrun every cell runs on the launched processes together: "
+                              "drop --executor, --jobs and --workers-per-cell")
+        processes = distributed.world_size() if launched else workers_per_cell
+        only = None if cell is None else {select_cell(config, cell, reg, preset, seeds, processes)}
 
         def grid_with(runner: "Executor") -> "GridSummary":
             return run_grid(config, store, cache, preset=preset, seeds=seeds, executor=runner,
                             plugins=tuple(plugin or ()), registry=reg, progress=progress and distributed.is_main(),
-                            argv=sys.argv, device=device, only=only)
+                            argv=sys.argv, device=device, only=only, processes=processes)
 
-        if distributed.init_from_env(device):
-            if executor != "local" or (jobs or 1) > 1 or workers_per_cell > 1:
-                raise ConfigError("under torchrun every cell runs on the launched processes together: "
-                                  "drop --executor, --jobs and --workers-per-cell")
+        if launched:
             summary = run_led(grid_with, reg)
             if summary is None:  # a follower rank: rank 0 reports
                 return

@@ -9,6 +9,7 @@ what the first is running instead of evaluating it again.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -46,12 +47,13 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
              preset: str = "default", seeds: int | None = None, executor: Executor | None = None,
              plugins: tuple[str, ...] = (), registry: Registry | None = None,
              progress: bool = True, argv: list[str] | None = None, device: str = "cpu",
-             only: Collection[str] | None = None) -> GridSummary:
+             only: Collection[str] | None = None, processes: int = 1) -> GridSummary:
     """Run the cells of ``config_path`` (``only``: just the cells with these keys) that the
-    store does not hold yet, committing each result as it comes back."""
+    store does not hold yet, committing each result as it comes back. ``processes``: how
+    many processes train each cell together (the executor's, e.g. torchrun's world size)."""
     start = time.perf_counter()
     registry = registry or load_registry(plugins)
-    config, keyed = _expand(config_path, registry, preset, seeds)
+    config, keyed = _expand(config_path, registry, preset, seeds, processes)
     if only is not None:
         keyed = [(key, cell) for key, cell in keyed if key in only]
     summary = GridSummary(total=len(keyed))
@@ -84,24 +86,29 @@ def run_grid(config_path: str | Path, store_path: str | Path, cache_root: str | 
 
 
 def _expand(config_path: str | Path, registry: Registry, preset: str,
-            seeds: int | None) -> tuple[Any, list[tuple[str, CellSpec]]]:
-    """The config and its cells, each with its store key."""
+            seeds: int | None, processes: int = 1) -> tuple[Any, list[tuple[str, CellSpec]]]:
+    """The config and its cells, each with its store key (``processes``: how many train
+    each cell together, part of its key when more than one)."""
     config = load_config(config_path)
-    cells = expand(config, registry, preset=preset, seeds=seeds)
+    cells = [dataclasses.replace(cell, processes=processes)
+             for cell in expand(config, registry, preset=preset, seeds=seeds)]
     return config, [(cell.resolve(registry).key(), cell) for cell in cells]
 
 
 def select_cell(config_path: str | Path, selector: str, registry: Registry, preset: str = "default",
-                seeds: int | None = None) -> str:
-    """The key of one cell of the config: ``selector`` is its key, a unique start of it,
-    or its 0-based position in ``grid --dry-run``'s list."""
+                seeds: int | None = None, processes: int = 1) -> str:
+    """The key of one cell of the config, for ``processes`` processes: ``selector`` is its
+    0-based position or its key as ``grid --dry-run`` lists them (one process), or a
+    unique start of that key."""
     _config, keyed = _expand(config_path, registry, preset, seeds)
     keys = [key for key, _cell in keyed]
-    if selector.isdigit() and int(selector) < len(keys):
-        return keys[int(selector)]
-    matches = [key for key in keys if key.startswith(selector)]
-    if len(matches) == 1:
-        return matches[0]
+    position = int(selector) if selector.isdigit() and int(selector) < len(keys) else None
+    matches = [i for i, key in enumerate(keys) if key.startswith(selector)]
+    if position is None and len(matches) == 1:
+        position = matches[0]
+    if position is not None:
+        return keys[position] if processes == 1 else _expand(config_path, registry, preset, seeds,
+                                                             processes)[1][position][0]
     how = "matches several cells" if matches else "is no cell's key or position"
     raise ConfigError(f"'{selector}' {how} in {config_path} ({len(keys)} cells); pick one from "
                       f"`benchbench grid {config_path} --dry-run` (a key, or its position from 0)")

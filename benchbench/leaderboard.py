@@ -93,10 +93,12 @@ class Board:
 
 def _protocol(components_json: str) -> str:
     """Task name, version and hash of its params, thread count (None: a store from before
-    threads were recorded) and precision (recorded only when not fp32, so fp32 rows keep
-    their protocol): entries are comparable only within one protocol."""
+    threads were recorded), precision (recorded only when not fp32) and processes (only
+    when more than one), so older rows keep their protocol: entries are comparable only
+    within one protocol."""
     task = json.loads(components_json)["task"]
     numerics = [task["params"], task.get("threads")] + ([task["precision"]] if "precision" in task else [])
+    numerics += [{"processes": task["processes"]}] if "processes" in task else []
     return f"{task['name']}@{task['version']}#{stable_hash(numerics, 8)}"
 
 

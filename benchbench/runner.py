@@ -14,9 +14,10 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from benchbench import distributed
 from benchbench.cells import CellSpec
 from benchbench.context import RunContext
-from benchbench.errors import check_finite
+from benchbench.errors import ConfigError, check_finite
 from benchbench.numerics import cell_numerics
 from benchbench.precision import DEFAULT_PRECISION
 from benchbench.registry import Registry, load_registry
@@ -50,7 +51,7 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
     start = time.perf_counter()
     cell = CellSpec.from_dict(spec)
     cache = StageCache(env.cache_root, threads=cell.threads, precision=cell.precision,
-                       keep_checkpoints=env.keep_checkpoints)
+                       keep_checkpoints=env.keep_checkpoints, processes=cell.processes)
     result: dict[str, Any] = {"status": "failed", "metrics": {}, "error": None, "traceback": None,
                               "components": {}, "stages": {}}
     try:
@@ -65,6 +66,11 @@ def run_cell(spec: dict[str, Any], env: Environment, registry: Registry | None =
         result["components"]["task"]["threads"] = cell.threads  # part of the protocol (leaderboard)
         if cell.precision != DEFAULT_PRECISION:  # so is precision; fp32 rows keep their old protocol
             result["components"]["task"]["precision"] = cell.precision
+        if cell.processes != distributed.world_size():
+            raise ConfigError(f"the cell is for {cell.processes} process(es) but runs on "
+                              f"{distributed.world_size()}; launch it as its grid was planned")
+        if cell.processes > 1:  # and so are processes; one-process rows keep their old protocol
+            result["components"]["task"]["processes"] = cell.processes
         result["components"]["evaluators"] = [
             {**e.identity(), "plugin": e.plugin.name, "distribution": e.plugin.distribution,
              "plugin_version": e.plugin.version, "metric_roles": {m.name: m.role for m in e.metrics},

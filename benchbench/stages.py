@@ -78,13 +78,14 @@ class Stage:
 
 class StageCache:
     def __init__(self, root: str | Path, threads: int = DEFAULT_THREADS, precision: str = DEFAULT_PRECISION,
-                 keep_checkpoints: bool = False):
+                 keep_checkpoints: bool = False, processes: int = 1):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise DataError(f"stage cache {self.root} is a file, not a directory; pass --cache "
                             f"a directory path (it is created if missing)")
         self.threads = threads  # the cell's torch thread count: in every key (float sums depend on it)
         self.precision = precision  # in every key unless fp32 (the keys from before precision existed)
+        self.processes = processes  # in every key when > 1: a stage several processes built together
         self.keep_checkpoints = keep_checkpoints  # keep a built stage's checkpoint folder (else deleted)
         self.root.mkdir(parents=True, exist_ok=True)
         self.stats: Counter[tuple[str, str]] = Counter()  # (stage name, "hit"|"build")
@@ -112,6 +113,8 @@ class StageCache:
         numerics = {"threads": self.threads}
         if self.precision != DEFAULT_PRECISION:
             numerics["precision"] = self.precision
+        if self.processes > 1:
+            numerics["processes"] = self.processes
         return stable_hash({"stage": name, **numerics, **parts})
 
     def checkpoint_folder(self, name: str, parts: dict[str, Any]) -> Path:

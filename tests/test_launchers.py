@@ -2,6 +2,7 @@
 ``benchbench cell`` (rank 0 writes the one store row, stages and checkpoints)."""
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sqlite3
@@ -44,6 +45,12 @@ def _rows(store: Path) -> list[tuple]:
                           "join metrics m on m.cell_key = c.key order by m.evaluator, m.metric").fetchall()
 
 
+def _processes(store: Path) -> list[int | None]:
+    """Each cell's ``processes`` as its protocol records them (None: one process)."""
+    with closing(sqlite3.connect(store)) as db:
+        return [json.loads(c)["task"].get("processes") for (c,) in db.execute("select components_json from cells")]
+
+
 def test_torchrun_trains_one_clip_cell_on_two_processes_and_stores_one_row(tmp_path):
     (tmp_path / "cell.yaml").write_text(CLIP_CELL)
     args = ("cell", "cell.yaml", "0", "--preset", "smoke", "--progress")
@@ -54,6 +61,7 @@ def test_torchrun_trains_one_clip_cell_on_two_processes_and_stores_one_row(tmp_p
     assert one.returncode == 0, one.stderr[-3000:]
     rows = _rows(tmp_path / "two.sqlite")
     assert len({key for key, *_ in rows}) == 1 and {status for _, status, *_ in rows} == {"ok"}
+    assert _processes(tmp_path / "two.sqlite") == [2] and _processes(tmp_path / "one.sqlite") == [None]
     # plain CLIP on 2 processes is the 1-process training (to rounding): the same metrics
     assert [(ev, m) for *_, ev, m, _v in rows] == [(ev, m) for *_, ev, m, _v in _rows(tmp_path / "one.sqlite")]
     for (*_, v2), (*_, v1) in zip(rows, _rows(tmp_path / "one.sqlite")):
@@ -86,7 +94,7 @@ def test_ray_train_trains_one_clip_cell_on_two_workers_and_stores_one_row(tmp_pa
     one = run_cli(*args, "--store", "one.sqlite", "--cache", "c1", cwd=tmp_path)
     rows, single = _rows(tmp_path / "two.sqlite"), _rows(tmp_path / "one.sqlite")
     assert len({key for key, *_ in rows}) == 1 and {status for _, status, *_ in rows} == {"ok"}
-    assert [r[2:4] for r in rows] == [r[2:4] for r in single]
+    assert [r[2:4] for r in rows] == [r[2:4] for r in single] and _processes(tmp_path / "two.sqlite") == [2]
     for (*_, v2), (*_, v1) in zip(rows, single):
         assert v2 == pytest.approx(v1, abs=1e-6)
 
