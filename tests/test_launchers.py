@@ -1,5 +1,6 @@
 """One cell on several processes through the launchers a cluster uses: ``torchrun`` starting
-``benchbench cell`` (rank 0 writes the one store row, stages and checkpoints)."""
+``benchbench cell``, and Ray Train (``--workers-per-cell``); rank 0 writes the stages and
+checkpoints, the driver the one store row."""
 from __future__ import annotations
 
 import json
@@ -21,6 +22,16 @@ task: clip-poisoning
 attacks: [badnets]
 defenses: [none]
 evaluators: [zero-shot, asr]
+seeds: 1
+"""
+
+
+REID_CELL = """
+track: reid
+task: reid-adversarial
+attacks: [metric-fgsm]
+defenses: [none]
+evaluators: [reid-rank]
 seeds: 1
 """
 
@@ -75,6 +86,17 @@ def test_torchrun_trains_one_clip_cell_on_two_processes_and_stores_one_row(tmp_p
     assert _rows(tmp_path / "two.sqlite") == rows
 
 
+def test_torchrun_trains_one_reid_cell_on_two_processes_and_stores_one_row(tmp_path):
+    (tmp_path / "cell.yaml").write_text(REID_CELL)
+    r = _torchrun("cell", "cell.yaml", "0", "--preset", "smoke", "--store", "r.sqlite", "--cache", "cache",
+                  cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _rows(tmp_path / "r.sqlite")
+    assert len({key for key, *_ in rows}) == 1 and {status for _, status, *_ in rows} == {"ok"}
+    assert _processes(tmp_path / "r.sqlite") == [2]
+    assert all(0 <= v <= 1 for *_, v in rows) and {m for *_, m, _v in rows} >= {"mAP", "rank1"}
+
+
 def test_a_cell_that_is_not_in_the_config_is_one_line(tmp_path):
     (tmp_path / "cell.yaml").write_text(CLIP_CELL)
     r = run_cli("cell", "cell.yaml", "ffff", "--preset", "smoke", cwd=tmp_path)
@@ -86,16 +108,21 @@ def test_a_cell_that_is_not_in_the_config_is_one_line(tmp_path):
 @pytest.mark.slow
 def test_ray_train_trains_one_clip_cell_on_two_workers_and_stores_one_row(tmp_path):
     pytest.importorskip("ray.train.torch")
-    (tmp_path / "cell.yaml").write_text(CLIP_CELL)
-    args = ("grid", "cell.yaml", "--preset", "smoke")
-    two = run_cli(*args, "--executor", "ray", "--workers-per-cell", "2", "--store", "two.sqlite", "--cache", "c2",
-                  cwd=tmp_path, env={"RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1"}, timeout=900)
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = run_cli(*args, "--store", "one.sqlite", "--cache", "c1", cwd=tmp_path)
+    (tmp_path / "clip.yaml").write_text(CLIP_CELL)
+    (tmp_path / "reid.yaml").write_text(REID_CELL)
+    ray = ("--preset", "smoke", "--executor", "ray", "--workers-per-cell", "2", "--cache", "c2")
+    env = {"RAY_ADDRESS": "local", "OMP_NUM_THREADS": "1"}
+    for config in ("clip.yaml", "reid.yaml"):  # one store: each track's cell is one row
+        r = run_cli("grid", config, *ray, "--store", "two.sqlite", cwd=tmp_path, env=env, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+    one = run_cli("grid", "clip.yaml", "--preset", "smoke", "--store", "one.sqlite", "--cache", "c1", cwd=tmp_path)
+    assert one.returncode == 0, one.stderr[-3000:]
     rows, single = _rows(tmp_path / "two.sqlite"), _rows(tmp_path / "one.sqlite")
-    assert len({key for key, *_ in rows}) == 1 and {status for _, status, *_ in rows} == {"ok"}
-    assert [r[2:4] for r in rows] == [r[2:4] for r in single] and _processes(tmp_path / "two.sqlite") == [2]
-    for (*_, v2), (*_, v1) in zip(rows, single):
+    assert len({key for key, *_ in rows}) == 2 and {status for _, status, *_ in rows} == {"ok"}
+    assert _processes(tmp_path / "two.sqlite") == [2, 2]
+    clip = [r for r in rows if r[2] in ("zero-shot", "asr")]
+    assert [r[2:4] for r in clip] == [r[2:4] for r in single]  # plain CLIP: the 1-process numbers
+    for (*_, v2), (*_, v1) in zip(clip, single):
         assert v2 == pytest.approx(v1, abs=1e-6)
 
 
