@@ -105,7 +105,8 @@ def clip_checks(b: Board, store: Path | None) -> None:
         retrieval = 1 - b.mean("roclip", "none", plain)
         check(retrieval >= 0.6, f"plain model's global nearest caption names the right shapes for {retrieval:.3f} "
                                 f"of clean images (>= 0.6; docs/worlds.md C5, beside roclip's clean cells)")
-    defenses = sorted({d for d, _, _ in b.table if d != "none"})
+    # the default grid's defenses (other configs add rows without a clean column, e.g. CleanCLIP's ablations)
+    defenses = sorted({d for d, a, m in b.table if d != "none" and a == "none" and m == zs})
     for d in defenses:  # a model at chance has no backdoor to find: its low ASR is no defense
         check(b.mean(d, "none", zs) >= 3 * chance, f"{d} still learns: clean zero-shot top-1 "
                                                    f"{b.mean(d, 'none', zs):.3f} >= 3x chance ({3 * chance:.3f})")
@@ -137,7 +138,23 @@ def clip_checks(b: Board, store: Path | None) -> None:
                   f"{b.mean('otcclip', attack, glob):.3f}, per-seed differences "
                   + " ".join(f"{d:+.3f}" for d in diffs))
     if store:
-        print(f"info  CLIP default grid in the store: {grid_minutes(store, 'clip'):.1f} min of cell time")
+        print(f"info  CLIP grids in the store: {grid_minutes(store, 'clip'):.1f} min of cell time")
+
+
+def clip_extra_checks(b: Board) -> None:
+    """Issue 15's CLIP targets: the new backdoors on a plain model, the adaptive attacks
+    beside targeted-poison against the re-matching defenses."""
+    print("## CLIP: more attacks (configs/clip-backdoors.yaml, configs/clip-adaptive.yaml)")
+    asr, clean = "asr/asr", "asr/asr_clean"
+    for attack in ("sig", "wanet", "label-consistent"):
+        if b.has("none", attack, asr):
+            check(b.mean("none", attack, asr) >= 0.5,
+                  f"no defense, {attack} ASR {b.mean('none', attack, asr):.3f} ± {b.std('none', attack, asr):.3f} "
+                  f">= 0.5 at 1% poison (asr_clean {b.mean('none', attack, clean):.3f})")
+    for d in ("none", "roclip", "otcclip"):
+        cols = [a for a in ("targeted-poison", "paraphrase-flood", "fine-grained-mimicry") if b.has(d, a, asr)]
+        if len(cols) > 1:
+            print(f"info  {d} ASR: " + " ".join(f"{a}={b.mean(d, a, asr):.3f}±{b.std(d, a, asr):.3f}" for a in cols))
 
 
 def reid_checks(b: Board, store: Path | None, pool: tuple[str, ...]) -> None:
@@ -171,6 +188,25 @@ def reid_checks(b: Board, store: Path | None, pool: tuple[str, ...]) -> None:
             print(f"info  {d} mAP: {cols}")
 
 
+def reid_extra_checks(b: Board, transfer: Path) -> None:
+    """Issue 15's ReID targets: MID's row, and the cross-data-set board (its own protocol)."""
+    print("## ReID: MID and transfer (configs/reid-mid.yaml, configs/reid-transfer.yaml)")
+    mAP = "reid-rank/mAP"
+    if b.has("mid", "none", mAP):
+        seeds = len(b.seed_values[("mid", "none", mAP)])
+        check(seeds >= 3, f"mid has a {seeds}-seed row on the ReID board")
+        for d in ("none", "metric-at", "mid"):
+            print(f"info  {d} mAP: " + " ".join(f"{a}={b.mean(d, a, mAP):.3f}" for a in ("none", *REID_ATTACKS)))
+    if not transfer.is_file():
+        print(f"info  no transfer board at {transfer}")
+        return
+    t = Board(transfer)
+    check(bool(t.table), f"transfer board {transfer} holds measured entries")
+    for d in sorted({d for d, _, _ in t.table}):
+        print(f"info  transfer, {d} mAP: " + " ".join(f"{a}={t.mean(d, a, mAP):.3f}" for a in ("none", *REID_ATTACKS)
+                                                      if t.has(d, a, mAP)))
+
+
 def diffusion_stage(cache: Path) -> None:
     for record in sorted(cache.glob("dddefense-generator/*/stage.json")):
         data = json.loads(record.read_text())
@@ -195,7 +231,10 @@ def main() -> None:
     args = parser.parse_args()
     store = args.store if args.store.is_file() else None
     sections = [lambda: clip_checks(Board(args.boards / "clip" / "leaderboard.json"), store),
+                lambda: clip_extra_checks(Board(args.boards / "clip" / "leaderboard.json")),
                 lambda: reid_checks(Board(args.boards / "reid" / "leaderboard.json"), store, tuple(args.attack_pool)),
+                lambda: reid_extra_checks(Board(args.boards / "reid" / "leaderboard.json"),
+                                          args.boards / "transfer" / "reid" / "leaderboard.json"),
                 lambda: diffusion_stage(args.cache),
                 lambda: timed_run(args.timing / "clip.sqlite", "clip", "CLIP default grid"),
                 lambda: timed_run(args.timing / "reid.sqlite", "reid", "ReID default grid")]
