@@ -238,6 +238,7 @@ def build_boards(store_path: str | Path, roles: Roles | None = None,
     for (track, protocol, preset), tdf in df.groupby(["track", "protocol", "preset"], sort=True):
         tdf = tdf.assign(attack_name=tdf["attack"], attack=_variant_labels(tdf, "attack"),
                          defense=_variant_labels(tdf, "defense") + tdf["components_json"].map(_gradient_note))
+        tdf = _one_value_per_seed(tdf)
         groups = list(tdf.groupby(KEY_COLUMNS, sort=True))
         rows = [_entry(key, g, protocol, roles or {}, definitions or {}) for key, g in groups]
         metrics = {}
@@ -247,6 +248,23 @@ def build_boards(store_path: str | Path, roles: Roles | None = None,
                                                       "references": list(d.get("references", []))})
         boards.append(Board(track, protocol, pd.DataFrame(rows), metrics, preset))
     return boards
+
+
+def _one_value_per_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per entry and seed. Two cells can report the same metric of the same model
+    and seed: grids whose evaluator lists differ (one with ``reid-bias``, one without)
+    evaluate one cached model twice, with the same value; those are counted once. Two
+    different values (an evaluator run with other params) would make one entry of two
+    measurements, so they are refused."""
+    df = df.drop_duplicates(subset=[*KEY_COLUMNS, "seed", "value"])
+    clash = df[df.duplicated(subset=[*KEY_COLUMNS, "seed"], keep=False)]
+    if len(clash):
+        r = clash.iloc[0]
+        raise ConfigError(f"the store holds different values of {r['evaluator']}/{r['metric']} for "
+                          f"{r['defense']} under {r['attack']}, seed {r['seed']} (cells "
+                          f"{', '.join(sorted(clash[(clash[KEY_COLUMNS] == r[KEY_COLUMNS]).all(axis=1)]['cell_key']))}): "
+                          f"the evaluator ran with other params; use one store per evaluator setting")
+    return df
 
 
 # --- views -------------------------------------------------------------------------

@@ -302,6 +302,29 @@ def test_adaptive_attacks_get_their_own_section_beside_the_attack_they_extend(tm
     assert "Adaptive" not in markdown(plain) and "Adaptive" not in render(plain)
 
 
+def test_cells_that_evaluate_one_model_twice_count_its_seed_once(tmp_path, plugin):
+    config, store = tmp_path / "c.yaml", tmp_path / "r.sqlite"
+    registry = load_registry([TOY, str(plugin)], entry_points=False)
+    for evaluators in ("error", "error, rate"):  # two grids, two evaluator lists: other cell keys
+        config.write_text(GRID.format(evaluators=evaluators, attacks="none, shift"))
+        run_grid(config, store, tmp_path / "cache", registry=registry, progress=False)
+    (board,) = build_boards(store)
+    e = board.entries
+    assert set(e["n_seeds"]) == {2} and all(s == [0, 1] for s in e["seeds"])
+    assert validate_board(board.to_json()) == []
+
+
+def test_two_values_of_one_entry_and_seed_are_refused():
+    from benchbench.errors import ConfigError
+    from benchbench.leaderboard import KEY_COLUMNS, _one_value_per_seed
+
+    row = dict(zip(KEY_COLUMNS, ["toy", "d", "m", "none", "shift", "error", "abs_error"]), seed=0)
+    df = pd.DataFrame([{**row, "value": 0.5, "cell_key": "a"}, {**row, "value": 0.7, "cell_key": "b"}])
+    with pytest.raises(ConfigError, match=r"different values of error/abs_error for none under shift, seed 0 "
+                                          r"\(cells a, b\).*one store per evaluator setting"):
+        _one_value_per_seed(df)
+
+
 def test_metric_descriptions_give_range_clean_value_and_reference_rows(board):
     md = markdown(board)
     section = md.split("## rate / hit")[1].split("##")[0]
