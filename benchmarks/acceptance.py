@@ -170,7 +170,7 @@ def reid_checks(b: Board, store: Path | None, pool: tuple[str, ...]) -> None:
         check(at >= 2 * none, f"metric-at keeps twice the attacked mAP under {attack}: {at:.3f} >= 2 x {none:.3f}")
     print(f"info  metric-at clean mAP {b.mean('metric-at', 'none', mAP):.3f} vs none {clean:.3f} "
           f"(cost {clean - b.mean('metric-at', 'none', mAP):+.3f})")
-    if store:
+    if store and grid_minutes(store, "reid"):
         print(f"info  none + metric-at cells in the store: {grid_minutes(store, 'reid', ('none', 'metric-at')):.1f} "
               f"min of cell time; whole ReID default grid: {grid_minutes(store, 'reid'):.1f} min")
     print("## dddefense")
