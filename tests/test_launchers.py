@@ -130,3 +130,15 @@ def test_workers_per_cell_needs_ray_or_torchrun(tmp_path):
     (tmp_path / "cell.yaml").write_text(CLIP_CELL)
     r = run_cli("grid", "cell.yaml", "--preset", "smoke", "--workers-per-cell", "2", cwd=tmp_path)
     assert r.returncode == 2 and "--workers-per-cell needs --executor ray" in r.stderr
+
+
+def test_a_cell_planned_for_two_processes_refuses_to_run_on_one(toy_registry, tmp_path):
+    from benchbench.runner import Environment, run_cell
+
+    spec = {"track": "toy", "task": {"name": "toy-task", "params": {}}, "attack": {"name": "none", "params": {}},
+            "defense": {"name": "none", "params": {}}, "evaluators": [{"name": "error", "params": {}}],
+            "seed": 0, "preset": "smoke", "processes": 2}
+    result = run_cell(spec, Environment(cache_root=str(tmp_path), progress=False), toy_registry)
+    assert result["status"] == "failed"
+    assert result["error"] == ("ConfigError: the cell is for 2 process(es) but runs on 1; launch it as its grid "
+                               "was planned")

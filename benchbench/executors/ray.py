@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import replace
@@ -112,16 +113,19 @@ def _run_cell_on_workers(spec: dict[str, Any], env: Environment) -> dict[str, An
     from ray.train.torch import TorchTrainer
 
     workers, gpus = env.resources["workers_per_cell"], env.resources.get("num_gpus", 0)
+    storage, name = os.path.join(env.cache_root, RAY_TRAIN_DIR), f"cell-{os.getpid()}-{time.time_ns()}"
     trainer = TorchTrainer(_cell_worker, train_loop_config={"spec": spec, "env": env},
                            scaling_config=train.ScalingConfig(
                                num_workers=workers, use_gpu=gpus > 0,
                                resources_per_worker={"CPU": env.resources.get("num_cpus", 1),
                                                      **({"GPU": gpus} if gpus > 0 else {})}),
                            # the cache root is on storage every node sees already
-                           run_config=train.RunConfig(name=f"cell-{os.getpid()}-{time.time_ns()}",
-                                                      storage_path=os.path.join(env.cache_root, RAY_TRAIN_DIR)))
-    with trainer.fit().checkpoint.as_directory() as folder:
-        return json.loads((Path(folder) / RESULT_FILE).read_text())
+                           run_config=train.RunConfig(name=name, storage_path=storage))
+    try:
+        with trainer.fit().checkpoint.as_directory() as folder:
+            return json.loads((Path(folder) / RESULT_FILE).read_text())
+    finally:  # the result is the driver's now; Ray Train's run folder has served
+        shutil.rmtree(os.path.join(storage, name), ignore_errors=True)
 
 
 def _cell_worker(config: dict[str, Any]) -> None:

@@ -171,7 +171,8 @@ def _smoke_cell(defense: str, task: dict, cache: Path) -> dict:
 
     cell = {"track": "reid", "task": {"name": "reid-adversarial", "params": task},
             "attack": {"name": "none", "params": {}}, "defense": {"name": defense, "params": {}},
-            "evaluators": [{"name": "reid-rank", "params": {}}], "seed": 0, "preset": "smoke"}
+            "evaluators": [{"name": "reid-rank", "params": {}}], "seed": 0, "preset": "smoke",
+            "processes": 2}  # as a grid launched on 2 processes plans it
     result = run_cell(cell, Environment(cache_root=str(cache), progress=False), load_registry())
     return {k: result.get(k) for k in ("status", "traceback", "metrics")}
 
