@@ -133,8 +133,8 @@ def grid(
         help="Local worker processes (1 = in-process); default: 2, or 1 on a single core")] = None,
     address: Annotated[Optional[str], typer.Option(help="Ray cluster address (with --executor ray)")] = None,
     workers_per_cell: Annotated[int, typer.Option(
-        help="Ray Train workers that train each cell together (with --executor ray; each asks for the "
-             "config's resources)")] = 1,
+        min=1, help="Ray Train workers that train each cell together (with --executor ray; each asks for the "
+                    "config's resources)")] = 1,
     plugin: PluginOpt = None,
     strict_plugins: StrictOpt = False,
     progress: Annotated[bool, typer.Option(
@@ -201,6 +201,8 @@ def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | 
         if launched and (executor != "local" or (jobs or 1) > 1 or workers_per_cell > 1):
             raise ConfigError("under torchrun every cell runs on the launched processes together: "
                               "drop --executor, --jobs and --workers-per-cell")
+        if workers_per_cell > 1 and executor != "ray":
+            raise ConfigError("--workers-per-cell needs --executor ray (or launch with torchrun: docs/scaling.md)")
         processes = distributed.world_size() if launched else workers_per_cell
         only = None if cell is None else {select_cell(config, cell, reg, preset, seeds, processes)}
 
@@ -214,8 +216,7 @@ def _run_grid(config: Path, preset: str, store: Path, cache: Path, seeds: int | 
             if summary is None:  # a follower rank: rank 0 reports
                 return
         else:
-            summary = grid_with(make_executor(executor, jobs=jobs, address=address,
-                                              workers_per_cell=workers_per_cell))
+            summary = grid_with(make_executor(executor, jobs=jobs, address=address))
     except BenchbenchError as exc:
         _fail(exc)
     except (sqlite3.OperationalError, OSError) as exc:

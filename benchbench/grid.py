@@ -107,8 +107,8 @@ def select_cell(config_path: str | Path, selector: str, registry: Registry, pres
     if position is None and len(matches) == 1:
         position = matches[0]
     if position is not None:
-        return keys[position] if processes == 1 else _expand(config_path, registry, preset, seeds,
-                                                             processes)[1][position][0]
+        cell = dataclasses.replace(keyed[position][1], processes=processes)
+        return cell.resolve(registry).key()
     how = "matches several cells" if matches else "is no cell's key or position"
     raise ConfigError(f"'{selector}' {how} in {config_path} ({len(keys)} cells); pick one from "
                       f"`benchbench grid {config_path} --dry-run` (a key, or its position from 0)")

@@ -16,6 +16,7 @@ Random inputs measure speed, not accuracy: no number here is a result.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
@@ -68,13 +69,13 @@ def reid_check(device: str, steps: int, batch: int | None, precision: str) -> di
     task = ReidAdversarialTask(preset="paper")
     config = reid_train_config(task)
     if batch:  # images per batch = ids x images_per_id
-        config = type(config)(**{**config.__dict__, "ids_per_batch": max(1, batch // config.images_per_id)})
+        config = dataclasses.replace(config, ids_per_batch=max(1, batch // config.images_per_id))
     per_batch = config.ids_per_batch * config.images_per_id
     ids = config.ids_per_batch * steps
     pids = torch.arange(ids).repeat_interleave(config.images_per_id)
     images = torch.randint(0, 256, (len(pids), 3, task.params.height, task.params.width), dtype=torch.uint8)
     data = ImageSet(images, pids, torch.arange(len(pids)) % 6)
-    config = type(config)(**{**config.__dict__, "epochs": 1})
+    config = dataclasses.replace(config, epochs=1)
 
     def run(rows: slice) -> None:
         subset = ImageSet(data.images[rows], data.pids[rows], data.camids[rows])

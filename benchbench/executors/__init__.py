@@ -18,20 +18,16 @@ class Executor(Protocol):
         others rebuild one in each worker from ``env.plugins``."""
 
 
-def make_executor(name: str, jobs: int | None = None, address: str | None = None,
-                  workers_per_cell: int = 1) -> Executor:
-    """``jobs``: local worker processes, ``None`` for ``local.default_jobs()``;
-    ``workers_per_cell``: Ray Train workers training each cell together (Ray only)."""
+def make_executor(name: str, jobs: int | None = None, address: str | None = None) -> Executor:
+    """``jobs``: local worker processes, ``None`` for ``local.default_jobs()``."""
     from benchbench.errors import ConfigError
 
     if name == "local":
-        if workers_per_cell > 1:
-            raise ConfigError("--workers-per-cell needs --executor ray (or launch with torchrun: docs/scaling.md)")
         from benchbench.executors.local import LocalExecutor, default_jobs
 
         return LocalExecutor(jobs=default_jobs() if jobs is None else jobs)
     if name == "ray":
         from benchbench.executors.ray import RayExecutor
 
-        return RayExecutor(address=address, workers_per_cell=workers_per_cell)
+        return RayExecutor(address=address)
     raise ConfigError(f"unknown executor '{name}'; choose local or ray")

@@ -7,7 +7,8 @@ see: a local disk for one machine, an NFS/shared mount for a cluster). ``ray.wai
 streams results back as they finish, so the driver commits every cell the moment it
 returns and a killed driver loses nothing that finished.
 
-With ``workers_per_cell`` N > 1 each cell trains on N processes together: its Ray task
+A cell planned for N > 1 processes (``CellSpec.processes``: ``--workers-per-cell N``)
+trains on N processes together: its Ray task
 starts a Ray Train ``TorchTrainer`` (``ScalingConfig(num_workers=N, use_gpu=...)``), whose
 workers Ray joins into one ``torch.distributed`` group (gloo on CPU, NCCL on GPUs) and
 which each run ``run_cell`` on the same cell; stages and checkpoints are rank 0's
@@ -51,12 +52,9 @@ class RayExecutor:
     Ray has pointed at the GPU it reserved for the task.
     """
 
-    def __init__(self, address: str | None = None, max_retries: int = 1, workers_per_cell: int = 1):
-        if workers_per_cell < 1:
-            raise ConfigError(f"--workers-per-cell must be at least 1, got {workers_per_cell}")
+    def __init__(self, address: str | None = None, max_retries: int = 1):
         self.address = address
         self.max_retries = max_retries
-        self.workers_per_cell = workers_per_cell
 
     def map(self, items: list[tuple[str, dict[str, Any]]], env: Environment,
             registry: Registry | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -72,15 +70,13 @@ class RayExecutor:
                 raise ConfigError(f"cannot connect to Ray at {self.address} ({str(exc).splitlines()[0]}); "
                                   f"start one with `ray start --head` or fix --address (see docs/cluster.md)") from None
         env = _worker_environment(env)
-        if self.workers_per_cell > 1:  # a light task that runs the cell's Ray Train job
-            remote = ray.remote(_run_cell_on_workers).options(max_retries=self.max_retries, num_cpus=0)
-            env = replace(env, resources={**env.resources, "workers_per_cell": self.workers_per_cell})
-        else:
-            remote = ray.remote(run_cell).options(max_retries=self.max_retries,
-                                                  num_cpus=env.resources.get("num_cpus", 1),
-                                                  num_gpus=env.resources.get("num_gpus", 0))
+        alone = ray.remote(run_cell).options(max_retries=self.max_retries, num_cpus=env.resources.get("num_cpus", 1),
+                                             num_gpus=env.resources.get("num_gpus", 0))
+        # a light task that runs the cell's Ray Train job, whose workers hold the resources
+        together = ray.remote(_run_cell_on_workers).options(max_retries=self.max_retries, num_cpus=0)
         env_ref = ray.put(env)
-        keys = {remote.remote(spec, env_ref): key for key, spec in items}
+        keys = {(together if spec.get("processes", 1) > 1 else alone).remote(spec, env_ref): key
+                for key, spec in items}
         pending = list(keys)
         try:
             while pending:
@@ -107,12 +103,12 @@ def _worker_environment(env: Environment) -> Environment:
 
 
 def _run_cell_on_workers(spec: dict[str, Any], env: Environment) -> dict[str, Any]:
-    """One cell as a Ray Train job of ``env.resources["workers_per_cell"]`` workers, each
-    asking for the cell's ``num_cpus`` and ``num_gpus``; rank 0's result."""
+    """One cell as a Ray Train job of the cell's ``processes`` workers, each asking for the
+    cell's ``num_cpus`` and ``num_gpus``; rank 0's result."""
     from ray import train
     from ray.train.torch import TorchTrainer
 
-    workers, gpus = env.resources["workers_per_cell"], env.resources.get("num_gpus", 0)
+    workers, gpus = spec["processes"], env.resources.get("num_gpus", 0)
     storage, name = os.path.join(env.cache_root, RAY_TRAIN_DIR), f"cell-{os.getpid()}-{time.time_ns()}"
     trainer = TorchTrainer(_cell_worker, train_loop_config={"spec": spec, "env": env},
                            scaling_config=train.ScalingConfig(
