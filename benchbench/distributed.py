@@ -218,6 +218,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+def leave() -> None:
+    """End this process's part in the group: wait for every rank, then tear the group down.
+    Exiting with a gloo group still up lets a rank that leaves first close its peers'
+    connections under them, which gloo answers with SIGABRT (seen when a resumed
+    torchrun job had no cell to run, so the ranks reached exit at different moments).
+    No group: nothing."""
+    if initialised():
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 __all__ = ["average", "average_buffers", "average_gradients", "backend", "barrier", "broadcast_module",
-           "broadcast_object", "gather_rows", "init_from_env", "initialised", "is_main", "mean_over_ranks", "rank",
+           "broadcast_object", "gather_rows", "init_from_env", "initialised", "is_main", "leave", "mean_over_ranks", "rank",
            "shard", "world_size"]

@@ -82,7 +82,8 @@ def test_torchrun_trains_one_clip_cell_on_two_processes_and_stores_one_row(tmp_p
     assert models and all((p / "stage.json").is_file() for p in models)
     assert not list((tmp_path / "cache2").glob("*/.*-rank*"))
     again = _torchrun(*args, "--store", "two.sqlite", "--cache", "cache2", cwd=tmp_path)
-    assert again.returncode == 0 and "1 cells: 0 run, 1 already in two.sqlite" in again.stdout
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 cells: 0 run, 1 already in two.sqlite" in again.stdout
     assert _rows(tmp_path / "two.sqlite") == rows
 
 

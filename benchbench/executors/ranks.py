@@ -11,10 +11,11 @@ checkpoints are rank 0's (``Checkpointer.save``), so a killed job resumes as one
 process's grid does.
 
 Rank 0 always broadcasts the end (``run_led``), whatever ends its grid (every cell stored
-already, an error, Ctrl-C), so a follower never waits for a cell that will not come. A
-cell that fails on one rank only (a file only that rank could not read) leaves the
-others in a collective until the backend's timeout: run the cell on one process to see
-its error.
+already, an error, Ctrl-C), so a follower never waits for a cell that will not come;
+then every rank leaves the process group together (``distributed.leave``) before it
+exits. A cell that fails on one rank only (a file only that rank could not read) leaves
+the others in a collective until the backend's timeout: run the cell on one process to
+see its error.
 """
 from __future__ import annotations
 
@@ -63,9 +64,11 @@ def run_led(lead: Callable[[LeaderExecutor], T], registry: Registry | None = Non
     ``follow`` on every other rank; rank 0's return value, None elsewhere."""
     if not distributed.is_main():
         follow(registry)
+        distributed.leave()
         return None
     executor = LeaderExecutor()
     try:
         return lead(executor)
     finally:
         executor.stop()
+        distributed.leave()
