@@ -232,5 +232,5 @@ def leave() -> None:
 
 
 __all__ = ["average", "average_buffers", "average_gradients", "backend", "barrier", "broadcast_module",
-           "broadcast_object", "gather_rows", "init_from_env", "initialised", "is_main", "leave", "mean_over_ranks", "rank",
-           "shard", "world_size"]
+           "broadcast_object", "gather_rows", "init_from_env", "initialised", "is_main", "leave",
+           "mean_over_ranks", "rank", "shard", "world_size"]
