@@ -28,6 +28,7 @@ from benchbench.api import DataAttack, Defense, Evaluator
 from benchbench.clip.data import POISON
 from benchbench.clip.evaluation import EvalInputs
 from benchbench.clip.model import ClipModel, Features, contrastive_loss
+from benchbench.clip.shards import StreamedPairs
 from benchbench.clip.trainer import Batch, PairSet, Phase, TrainConfig, TrainState, train
 from benchbench.context import RunContext
 from benchbench.purify import Purifier
@@ -67,7 +68,7 @@ class Probe:
 class Poisoned:
     """An attack's output: the training pairs (with ``is_poison``) and its probe."""
 
-    train: datasets.Dataset
+    train: datasets.Dataset | StreamedPairs  # streamed: tar shards above the task's in_memory_below
     probe: Probe | None
 
     def save(self, directory: Path) -> None:
@@ -79,7 +80,14 @@ class Poisoned:
     def load(cls, directory: Path) -> "Poisoned":
         probe_file = directory / "probe.json"
         probe = Probe.from_json(probe_file.read_text()) if probe_file.exists() else None
-        return cls(datasets.load_from_disk(str(directory / "train")), probe)
+        return cls(cls.load_pairs(directory / "train"), probe)
+
+    @staticmethod
+    def load_pairs(folder: Path) -> "datasets.Dataset | StreamedPairs":
+        """Training pairs a stage saved: a ``Dataset``, or streamed pairs (``clip.shards``)."""
+        if StreamedPairs.on_disk(folder):
+            return StreamedPairs.load_from_disk(folder)
+        return datasets.load_from_disk(str(folder))
 
 
 class ClipDataAttack(DataAttack):

@@ -42,6 +42,7 @@ from PIL import Image
 from benchbench.errors import DataError
 
 IMAGE, CAPTION, LABEL, POISON = "image", "caption", "label", "is_poison"
+SHARD = "shard"  # pairs read from tar shards and held in memory: each row's shard (clip.shards)
 SPLITS = ("train", "test")  # an evaluation imagefolder's split folders (linear-probe train, test)
 METADATA = ("metadata.jsonl", "metadata.csv", "metadata.parquet")  # an imagefolder's captions
 IMAGE_SUFFIXES = frozenset(ImageFolder.EXTENSIONS)  # what an imagefolder reads as images
@@ -98,7 +99,7 @@ def _require(ds: datasets.Dataset, column: str, param: str, source: Path) -> Non
                         f"set the task param '{param}'")
 
 
-def _decode(value: dict | Image.Image, where: str) -> Image.Image:
+def decode(value: dict | Image.Image, where: str) -> Image.Image:
     try:
         if isinstance(value, Image.Image):
             image = value
@@ -112,7 +113,7 @@ def _decode(value: dict | Image.Image, where: str) -> Image.Image:
         raise DataError(f"{where}: cannot decode image ({type(exc).__name__}: {exc}); fix or remove it") from None
 
 
-def _fit(image: Image.Image, size: int) -> Image.Image:
+def fit(image: Image.Image, size: int) -> Image.Image:
     """Resize the shorter side to ``size`` and centre-crop (CLIP's eval preprocessing)."""
     w, h = image.size
     if (w, h) == (size, size):
@@ -132,7 +133,7 @@ def standardise(ds: datasets.Dataset, source: Path, image_column: str, size: int
     ds = ds.cast_column(image_column, datasets.Image(decode=False))
     images, where = [], lambda i, v: (v.get("path") if isinstance(v, dict) else None) or f"{source} row {i}"
     for i, value in enumerate(ds[image_column]):
-        images.append(_fit(_decode(value, str(where(i, value))), size))
+        images.append(fit(decode(value, str(where(i, value))), size))
     columns = {new: list(ds[old]) for old, new in keep.items()}
     features = {new: ds.features[old] for old, new in keep.items()}
     return datasets.Dataset.from_dict({IMAGE: images, **columns},
@@ -352,23 +353,33 @@ def class_names(ds: datasets.Dataset) -> tuple[str, ...]:
     return tuple(ds.features[LABEL].names)
 
 
-def _png(image: Image.Image) -> dict:
+def png_bytes(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
-    return {"bytes": buf.getvalue(), "path": None}
+    return buf.getvalue()
+
+
+def _png(image: Image.Image) -> dict:
+    return {"bytes": png_bytes(image), "path": None}
 
 
 def edit_pairs(ds: datasets.Dataset, replace: dict[int, tuple[Image.Image, str]],
                add: list[tuple[Image.Image, str]]) -> datasets.Dataset:
     """Pairs with rows ``replace``d and rows ``add``ed, flagged in ``is_poison`` (and, when
-    the pairs have a ``template`` column, with template -1: an attack wrote the caption).
+    the pairs have a ``template`` column, with template -1: an attack wrote the caption;
+    when they have a ``shard`` column, added pairs in one more shard, as a stream has them).
 
     Works on the encoded images, so untouched rows are copied, not decoded again.
+    Streamed pairs (``clip.shards.StreamedPairs``) are not copied: they come back with
+    the edits as an overlay the stream applies as it reads.
     """
+    if not isinstance(ds, datasets.Dataset):
+        return ds.edited(replace, add)
     images = list(ds.cast_column(IMAGE, datasets.Image(decode=False))[IMAGE])
     captions = list(ds[CAPTION])
     flags = [False] * len(ds)
     templates = list(ds[TEMPLATE]) if TEMPLATE in ds.column_names else None
+    shards = list(ds[SHARD]) if SHARD in ds.column_names else None
     for row, (image, caption) in replace.items():
         images[row], captions[row], flags[row] = _png(image), caption, True
     images += [_png(image) for image, _ in add]
@@ -381,4 +392,7 @@ def edit_pairs(ds: datasets.Dataset, replace: dict[int, tuple[Image.Image, str]]
             templates[row] = -1
         columns[TEMPLATE] = templates + [-1] * len(add)
         features[TEMPLATE] = datasets.Value("int64")
+    if shards is not None:
+        columns[SHARD] = shards + [max(shards, default=-1) + 1] * len(add)
+        features[SHARD] = datasets.Value("int64")
     return datasets.Dataset.from_dict(columns, features=datasets.Features(features))

@@ -36,6 +36,7 @@ from benchbench.api import Params, Task
 from benchbench.cells import ResolvedCell
 from benchbench.checkpoint import Checkpointer
 from benchbench.clip import data as clip_data
+from benchbench.clip import shards
 from benchbench.clip.api import ClipDataAttack, ClipDefense, NoPoison, Poisoned, StandardClip
 from benchbench.clip.evaluation import EvalInputs
 from benchbench.clip.model import ClipModel, ModelSpec, input_size
@@ -63,7 +64,15 @@ class ClipPoisoningTask(Task):
     class Params(Params):
         data: str = Field(SYNTHETIC, description="'synthetic' (the built-in shapes world) or a path to image-"
                                                  "caption pairs: imagefolder with metadata.jsonl/csv, parquet, "
-                                                 "or a save_to_disk folder")
+                                                 "a save_to_disk folder, or WebDataset tar shards (a .tar, a "
+                                                 "brace pattern such as /data/cc3m/{00000..00331}.tar, or a "
+                                                 "folder of .tar), streamed")
+        num_workers: int = Field(0, ge=0, description="DataLoader workers decoding tar shards (0: in the "
+                                                      "training process); with shard data it shapes the epoch's "
+                                                      "batch order (benchbench.clip.shards), so it is protocol")
+        in_memory_below: int = Field(50_000, ge=0, description="tar shards: training sets of fewer pairs are "
+                                                              "decoded into memory once (the same batches as the "
+                                                              "stream, faster); 0: always stream")
         image_column: str = Field(clip_data.IMAGE, description="image column of the pairs")
         caption_column: str = Field(clip_data.CAPTION, description="caption column of the pairs")
         eval_data: str | None = Field(None, description="labelled evaluation set (imagefolder with test/<class>/ "
@@ -101,7 +110,7 @@ class ClipPoisoningTask(Task):
         weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains and biases)")
         warmup: float = Field(0.1, ge=0, lt=1, description="fraction of steps of linear lr warm-up")
 
-    added_params: ClassVar = ("eval_test_fraction", "data_name")
+    added_params: ClassVar = ("eval_test_fraction", "data_name", "num_workers", "in_memory_below")
 
     presets: ClassVar = {
         "smoke": {"n_train": 256, "n_clean": 64, "n_eval_train": 64, "n_eval_test": 64, "epochs": 1,
@@ -124,7 +133,10 @@ class ClipPoisoningTask(Task):
             return
         if p.eval_data is None:
             raise ConfigError(EVAL_DATA_NEEDED)
-        clip_data.check_pairs(Path(p.data), p.image_column, p.caption_column)
+        if shards.is_shards(p.data):
+            shards.expand(p.data)
+        else:
+            clip_data.check_pairs(Path(p.data), p.image_column, p.caption_column)
         clip_data.check_labelled(Path(p.eval_data), p.eval_label_column)
 
     def model_name(self) -> str:
@@ -139,7 +151,7 @@ class ClipPoisoningTask(Task):
                      checkpoints: Checkpointer | None = None) -> TrainConfig:
         p = self.params
         return TrainConfig(p.epochs, p.batch_size, p.lr, p.weight_decay, p.warmup, seed, progress, precision,
-                           checkpoints)
+                           p.num_workers, checkpoints)
 
     def _data_identity(self) -> dict:
         """What the base data depends on (not the training budget: epochs share data)."""
@@ -147,13 +159,15 @@ class ClipPoisoningTask(Task):
                 "n_train", "n_clean", "data_seed")
         if self.params.data == SYNTHETIC:
             keys += ("n_eval_train", "n_eval_test")
+        elif self._streamed():
+            keys += ("in_memory_below",)
         ident = {k: getattr(self.params, k) for k in keys}
         if self.params.eval_test_fraction != type(self.params).model_fields["eval_test_fraction"].default:
             ident["eval_test_fraction"] = self.params.eval_test_fraction  # keys from before the param hold
         ident.update(task_version=self.version, image_size=input_size(self.model_spec()))
         for key in ("data", "eval_data"):
             if ident[key] not in (None, SYNTHETIC):
-                ident[key + "_fingerprint"] = _fingerprint(Path(ident[key]))
+                ident[key + "_fingerprint"] = _fingerprint(ident[key])
         return ident
 
     # -- stages --------------------------------------------------------------------------
@@ -174,21 +188,44 @@ class ClipPoisoningTask(Task):
                 pairs_path, eval_path = Path(p.data), Path(p.eval_data)
                 columns = (p.image_column, p.caption_column, p.eval_image_column, p.eval_label_column)
             cache = Path(tmp) / "hf-cache"
-            pairs = clip_data.load_pairs(pairs_path, size, columns[0], columns[1], cache_dir=cache)
+            if self._streamed():
+                pairs = shards.ShardIndex.build(p.data, p.caption_column)
+            else:
+                pairs = clip_data.load_pairs(pairs_path, size, columns[0], columns[1], cache_dir=cache)
             evaluation = clip_data.load_labelled(eval_path, size, columns[2], columns[3], cache_dir=cache,
                                                  split_seed=p.data_seed, test_fraction=p.eval_test_fraction)
             templates = tuple(p.templates) if p.templates else clip_data.load_templates(eval_path)
         order = np.random.default_rng(p.data_seed).permutation(len(pairs))
         if len(pairs) <= p.n_clean:
             raise ConfigError(f"{len(pairs)} pairs cannot spare n_clean={p.n_clean} trusted pairs; lower n_clean")
-        pairs.select(order[p.n_clean:p.n_clean + p.n_train]).save_to_disk(str(out / "train"))
-        pairs.select(order[:p.n_clean]).save_to_disk(str(out / "clean"))
+        if self._streamed():
+            self._split_shards(pairs, order, size, out)
+        else:
+            pairs.select(order[p.n_clean:p.n_clean + p.n_train]).save_to_disk(str(out / "train"))
+            pairs.select(order[:p.n_clean]).save_to_disk(str(out / "clean"))
         evaluation.save_to_disk(str(out / "eval"))
         (out / clip_data.TEMPLATES_FILE).write_text(json.dumps(list(templates), indent=1))
 
+    def _streamed(self) -> bool:
+        return self.params.data != SYNTHETIC and shards.is_shards(self.params.data)
+
+    def _split_shards(self, index: shards.ShardIndex, order: np.ndarray, size: int, out: Path) -> None:
+        """The seeded train/clean split of shard records: the clean pairs decoded in memory,
+        the training rows (in shard order) streamed, or decoded with their shard per row
+        when fewer than ``in_memory_below`` (the same batches either way)."""
+        p = self.params
+        train = shards.StreamedPairs(index, sorted(order[p.n_clean:p.n_clean + p.n_train].tolist()), size)
+        clean = shards.StreamedPairs(index, order[:p.n_clean].tolist(), size)
+        clean.select(range(len(clean))).save_to_disk(str(out / "clean"))
+        if len(train) < p.in_memory_below:
+            decoded = train.select(range(len(train)))
+            decoded.add_column(clip_data.SHARD, train.shard_of.tolist()).save_to_disk(str(out / "train"))
+        else:
+            train.save_to_disk(out / "train")
+
     def poisoned_data(self, base: Stage, attack: ClipDataAttack, ctx: RunContext) -> Stage:
         def build(out: Path) -> None:
-            train = datasets.load_from_disk(str(base.path / "train"))
+            train = Poisoned.load_pairs(base.path / "train")
             test = datasets.load_from_disk(str(base.path / "eval"))["test"]
             attack.poison(train, test, ctx.seed).save(out)
 
@@ -253,7 +290,10 @@ class ClipPoisoningTask(Task):
         if before is not None:
             before(config, len(train))
         model = ClipModel.create(self.model_spec(), seed=ctx.seed, device=ctx.device)
-        data = PairSet.from_dataset(train, model)
+        if isinstance(train, shards.StreamedPairs):
+            data = train.streaming(self.params.num_workers).tokenized(model.tokenize)
+        else:
+            data = PairSet.from_dataset(train, model)
         clean_pairs = PairSet.from_dataset(clean, model) if len(clean) else None
         poison = torch.tensor(train[clip_data.POISON], dtype=torch.bool)
         if stop_after is None:
@@ -293,19 +333,24 @@ class ClipPoisoningTask(Task):
             attack=cell.attack, probe=probe, seed=ctx.seed,
             probe_train=clip_data.Labelled.from_dataset(evaluation["train"]) if "train" in evaluation else None,
             clean_model_fn=clean_fn,
-            plain_model_fn=lambda: ClipModel.load(self.trained_model(base, cell.attack, StandardClip(
-                preset=ctx.preset), ctx).path, ctx.device),
+            # streamed training pairs: no diagnostic encodes all their images once more (docs/scaling.md)
+            plain_model_fn=None if isinstance(poisoned.train, shards.StreamedPairs) else lambda: ClipModel.load(
+                self.trained_model(base, cell.attack, StandardClip(preset=ctx.preset), ctx).path, ctx.device),
             model_dir=model_stage.path, train=poisoned.train,
         )
         return {e.name: e.evaluate(inputs) for e in cell.evaluators}
 
 
-def _fingerprint(path: Path) -> dict:
+def _fingerprint(spec: str) -> dict:
     """Cheap identity of user data: file count, total size and latest mtime (a changed
     file changes the stage key; its content is not hashed)."""
-    if not path.exists():
+    path = Path(spec)
+    if shards.is_shards(spec) and not path.is_dir():
+        files = [Path(f) for f in shards.expand(spec) if Path(f).is_file()]  # a brace pattern or one .tar
+    elif not path.exists():
         return {"missing": True}
-    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    else:
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
     stats = [f.stat() for f in files]
     return {"files": len(files), "bytes": sum(s.st_size for s in stats),
             "mtime": max((s.st_mtime for s in stats), default=0.0)}

@@ -90,6 +90,7 @@ import torch
 from benchbench import distributed
 from benchbench.checkpoint import Checkpointer, global_rng_state, set_global_rng_state
 from benchbench.clip.model import ClipModel, Features
+from benchbench.clip.shards import chunk_rows, epoch_order
 from benchbench.numerics import require_finite, require_finite_weights
 from benchbench.precision import Precision
 from benchbench.progress import progress
@@ -98,25 +99,50 @@ if TYPE_CHECKING:
     import datasets
 
     from benchbench.clip.api import ClipDefense
+    from benchbench.clip.shards import StreamedPairs
 
 
 @dataclass
 class PairSet:
-    """Image-caption pairs in memory: row i pairs ``images[i]`` with ``captions[i]``."""
+    """Image-caption pairs in memory: row i pairs ``images[i]`` with ``captions[i]``.
+
+    The trainer reads images through ``feed`` and ``chunks``, the interface
+    ``clip.shards.StreamedPairs`` shares, so one loop trains on both."""
 
     images: torch.Tensor  # (N, 3, S, S) uint8, at the model's input size
     captions: list[str]
     tokens: torch.Tensor  # (N, L) token ids of ``captions``
+    # each row's shard when the pairs came from tar shards: the epoch order is then
+    # ``shards.epoch_order``'s, the batches a stream of the same shards gives; None: one shard
+    shard_of: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.captions)
 
     @classmethod
     def from_dataset(cls, ds: "datasets.Dataset", model: ClipModel) -> "PairSet":
-        from benchbench.clip.data import CAPTION, to_uint8
+        from benchbench.clip.data import CAPTION, SHARD, to_uint8
 
         captions = list(ds[CAPTION])
-        return cls(to_uint8(ds), captions, model.tokenize(captions))
+        shard_of = torch.tensor(ds[SHARD], dtype=torch.long) if SHARD in ds.column_names else None
+        return cls(to_uint8(ds), captions, model.tokenize(captions), shard_of)
+
+    def feed(self, rows: torch.Tensor, batch_size: int, first_batch: int, world: int, rank: int
+             ) -> Iterator[torch.Tensor]:
+        """This rank's images of each global batch of ``rows`` from ``first_batch`` on."""
+        local = batch_size // world
+        for j in range(first_batch, len(rows) // batch_size):
+            yield self.images[rows[j * batch_size + rank * local:j * batch_size + (rank + 1) * local]]
+
+    def chunks(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Every row once, as ``(rows, images)`` chunks (for embeddings of the whole set):
+        ``batch_size`` rows at a time, cut where the shard changes (``shards.chunk_rows``)."""
+        if self.shard_of is None:
+            pieces = (range(i, min(i + batch_size, len(self))) for i in range(0, len(self), batch_size))
+        else:
+            pieces = chunk_rows(self.shard_of.tolist(), batch_size)
+        for rows in pieces:
+            yield torch.tensor(rows), self.images[rows[0]:rows[-1] + 1]
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,7 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     precision: str = "fp32"  # benchbench.precision: fp32 | bf16 | fp16 (autocast; fp16 with a grad scaler)
+    workers: int = 0  # loader workers: with shard data they shape the epoch order (shards.epoch_order)
     # where and how often to checkpoint (not protocol: it changes no number); None: never
     checkpoints: Checkpointer | None = field(default=None, compare=False)
 
@@ -184,14 +211,17 @@ class TrainState:
         """Embeddings of every image and every caption of ``data`` (own pairing, eval mode)."""
         net, was_training = self.model.net, self.model.net.training
         net.eval()
+        rows, parts = [], []
         try:
-            parts = [self.model.encode(self.data.images[i:i + batch_size], self.data.tokens[i:i + batch_size],
-                                       with_tokens=with_tokens) for i in range(0, len(self.data), batch_size)]
+            for index, images in self.data.chunks(batch_size):
+                rows.append(index)
+                parts.append(self.model.encode(images, self.data.tokens[index], with_tokens=with_tokens))
         finally:
             net.train(was_training)
+        order = torch.cat(rows).argsort()  # a stream's chunks come in shard order: put rows back in place
 
         def cat(name: str) -> torch.Tensor | None:
-            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])
+            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])[order]
 
         return Features(cat("image"), cat("text"), parts[0].logit_scale, cat("image_tokens"),
                         cat("text_tokens"), cat("text_mask"))
@@ -227,13 +257,22 @@ def _rematch_stats(pairing: torch.Tensor, poison: torch.Tensor | None) -> dict[s
     return stats
 
 
+def _epoch_rows(pairs: "PairSet | StreamedPairs", keep: torch.Tensor, generator: torch.Generator,
+                config: TrainConfig) -> torch.Tensor:
+    """The epoch's kept rows in batch order (``shards.epoch_order``: a permutation of the
+    rows for one shard, the embedded default and any set without shards)."""
+    shard_of = pairs.shard_of if pairs.shard_of is not None else torch.zeros(len(pairs), dtype=torch.long)
+    return epoch_order(shard_of, keep, generator, config.batch_size, distributed.world_size(), config.workers)
+
+
 def forward_backward(defense: "ClipDefense", state: TrainState, precision: Precision, index: torch.Tensor,
-                     pairing: torch.Tensor) -> dict[str, float]:
+                     pairing: torch.Tensor, images: torch.Tensor) -> dict[str, float]:
     """The gradients of one global batch, the image rows ``index`` of ``state.data`` each
     paired with caption row ``pairing[row]``, accumulated into the parameters' ``.grad``;
     returns the loss terms' values (their mean over the ranks).
 
-    This rank takes its contiguous slice of ``index`` (``distributed.shard``) through
+    This rank takes its contiguous slice of ``index`` (``distributed.shard``), whose images
+    are ``images`` (the data's ``feed``), through
     ``augment``, the forward pass and ``loss``; the backward pass runs the contrastive
     loss's gather backwards, then the gradients are averaged over the ranks. A non-finite
     loss on any rank fails every rank here, before the optimiser steps.
@@ -241,7 +280,7 @@ def forward_backward(defense: "ClipDefense", state: TrainState, precision: Preci
     pairs, model = state.data, state.model
     index = index[distributed.shard(len(index))]
     caption_index = pairing[index]
-    batch = Batch(index, caption_index, pairs.images[index], pairs.tokens[caption_index],
+    batch = Batch(index, caption_index, images, pairs.tokens[caption_index],
                   [pairs.captions[i] for i in caption_index.tolist()])
     batch = defense.augment(batch, state)
     with precision.autocast():
@@ -324,8 +363,7 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                     pairing = torch.arange(len(pairs))
                 else:
                     record.update(_rematch_stats(pairing, poison if phase.data == "train" else None))
-                rows = torch.randperm(len(pairs), generator=generator)
-                rows = rows[pairing[rows] >= 0]
+                rows = _epoch_rows(pairs, pairing >= 0, generator, config)
                 sums: dict[str, float] = {}
                 first_batch = 0
             else:  # resumed inside this epoch: its pairing, order and partial sums were saved
@@ -334,10 +372,11 @@ def train(model: ClipModel, defense: "ClipDefense", config: TrainConfig, data: P
                     in_epoch[k] for k in ("pairing", "rows", "record", "sums", "batch", "timed"))
                 in_epoch = None
             n_batches = len(rows) // config.batch_size
-            for b in range(first_batch, n_batches):
+            feed = pairs.feed(rows, config.batch_size, first_batch, distributed.world_size(), distributed.rank())
+            for b, images in zip(range(first_batch, n_batches), feed):
                 opt.zero_grad(set_to_none=True)
                 index = rows[b * config.batch_size:(b + 1) * config.batch_size]
-                terms = forward_backward(defense, state, precision, index, pairing)
+                terms = forward_backward(defense, state, precision, index, pairing, images)
                 precision.step(opt)
                 sched.step()
                 model.clamp_logit_scale()

@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from benchbench import distributed
 from benchbench.clip.data import load_pairs
 from benchbench.clip.model import ClipModel, ModelSpec
 from benchbench.clip.trainer import PairSet, Phase, TrainConfig, TrainState, forward_backward
@@ -33,7 +34,8 @@ def _one_step(data: PairSet, index: torch.Tensor) -> dict:
     model = ClipModel.create(ModelSpec(), seed=0)
     model.net.train()
     state = TrainState(model, data, CONFIG, Phase("train", 1), torch.Generator().manual_seed(0))
-    terms = forward_backward(StandardClip(), state, Precision(), index, torch.arange(len(data)))
+    images = data.images[index[distributed.shard(len(index))]]  # this rank's slice, as the loop's feed gives it
+    terms = forward_backward(StandardClip(), state, Precision(), index, torch.arange(len(data)), images)
     return {"terms": terms, "grads": {n: p.grad for n, p in model.net.named_parameters()}}
 
 
