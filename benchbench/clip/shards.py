@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass, field
+import tarfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import datasets
 import torch
@@ -113,52 +114,66 @@ def _image_bytes(record: dict, where: str) -> bytes:
 
 def decode(data: bytes, size: int, where: str) -> Image.Image:
     """Encoded image -> RGB ``size`` x ``size``, fitted as the in-memory path fits it."""
-    return clip_data.fit(clip_data.decode({"bytes": data, "path": None}, where), size).convert("RGB")
+    return clip_data.fit(clip_data.decode({"bytes": data, "path": None}, where), size)
+
+
+def _image_spans(url: str) -> dict[str, tuple[int, int]]:
+    """Where each record's image lies in a local tar: key -> (byte offset, size), from the
+    members' headers (``tarfile`` seeks over the data), the image ``_image_bytes`` picks."""
+    spans: dict[str, dict[str, tuple[int, int]]] = {}
+    with tarfile.open(url) as tar:
+        for member in tar:
+            key, ext = tariterators.base_plus_ext(member.name)
+            if member.isfile() and ext is not None and ext.lower() in IMAGE_EXTENSIONS:
+                spans.setdefault(key, {})[ext.lower()] = (member.offset_data, member.size)
+    return {key: next(found[e] for e in IMAGE_EXTENSIONS if e in found) for key, found in spans.items()}
 
 
 @dataclass
 class ShardIndex:
-    """Every record's shard, key and caption: what the stream keeps in memory."""
+    """Every record's shard, key and caption, and where its image lies in a local shard
+    (-1: a ``pipe:`` or remote shard, read front to back): what the stream keeps in memory."""
 
     shards: list[str]
     keys: list[str]
     captions: list[str]
     shard_of: list[int]
+    offsets: list[int]
+    sizes: list[int]
 
     @classmethod
     def build(cls, spec: str, caption_key: str = clip_data.CAPTION) -> "ShardIndex":
-        """Read the captions of every shard, checking each record has an image (not decoded:
-        a tar is read front to back either way, so the check costs no extra I/O)."""
+        """Read the captions of every shard, checking each record has an image (not decoded)."""
         shards = expand(spec)
-        keys, captions, shard_of = [], [], []
+        index = cls(shards, [], [], [], [], [])
         for s, url in enumerate(shards):
             try:
+                spans = _image_spans(url) if Path(url).is_file() else {}
                 for record in _members(url):
-                    where = f"{url} key {record['__key__']}"
+                    key, where = record["__key__"], f"{url} key {record['__key__']}"
                     _image_bytes(record, where)
-                    keys.append(record["__key__"])
-                    captions.append(_caption(record, caption_key, where))
-                    shard_of.append(s)
+                    offset, size = spans.get(key, (-1, -1))
+                    for column, value in ((index.keys, key), (index.captions, _caption(record, caption_key, where)),
+                                          (index.shard_of, s), (index.offsets, offset), (index.sizes, size)):
+                        column.append(value)
             except DataError:
                 raise
             except Exception as exc:  # tarfile and webdataset raise many types for a broken shard
                 raise DataError(f"{url}: cannot read as a tar shard ({type(exc).__name__}: {exc}); re-write it") \
                     from None
-        if not keys:
+        if not index.keys:
             raise DataError(f"{spec}: the shards hold no records")
-        return cls(shards, keys, captions, shard_of)
+        return index
 
     def __len__(self) -> int:
         return len(self.keys)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps({"shards": self.shards, "keys": self.keys, "captions": self.captions,
-                                    "shard_of": self.shard_of}))
+        path.write_text(json.dumps(asdict(self)))
 
     @classmethod
     def load(cls, path: Path) -> "ShardIndex":
-        d = json.loads(path.read_text())
-        return cls(d["shards"], d["keys"], d["captions"], d["shard_of"])
+        return cls(**json.loads(path.read_text()))
 
 
 def epoch_order(shard_of: torch.Tensor, keep: torch.Tensor, generator: torch.Generator, batch_size: int,
@@ -219,9 +234,9 @@ class _Stream(IterableDataset):
         images: list[Image.Image] = []  # to_uint8 batches them as the in-memory path does (same strides)
         try:
             for shard, run in runs:
-                for row, image in self.pairs.read(shard, run):
+                for row, data, where in self.pairs.encoded(shard, run):
                     rows.append(row)
-                    images.append(image)
+                    images.append(decode(data, self.pairs.size, where))
                     if len(rows) == self.batch:
                         yield torch.tensor(rows), clip_data.to_uint8(images)
                         rows, images = [], []
@@ -287,24 +302,41 @@ class StreamedPairs:
         """These pairs read by ``workers`` DataLoader workers (0: in this process)."""
         return StreamedPairs(self.index, self.base_rows, self.size, workers, self.overlay)
 
-    def read(self, shard: int, rows: list[int]) -> Iterator[tuple[int, Image.Image]]:
-        """Rows of one shard (the data's rows), decoded, in the order of ``rows``."""
+    def encoded(self, shard: int, rows: list[int]) -> Iterator[tuple[int, bytes, str]]:
+        """Rows of one shard (the data's rows) as ``(row, encoded image, where)``, in the
+        order of ``rows``: read at the index's offsets from a local shard (a batch's bytes
+        in memory), else in one pass over the tar holding the bytes of ``rows``."""
         if shard == self.added_shard:  # the attack's added pairs
             for row in rows:
-                yield row, decode(self.overlay.added_images[row - self.n_base], self.size, f"added pair {row}")
+                yield row, self.overlay.added_images[row - self.n_base], f"added pair {row}"
             return
-        url = self.index.shards[shard]
-        want = {self.index.keys[self.base_rows[row]]: row for row in rows}
-        encoded: dict[int, bytes] = {}
+        url, index = self.index.shards[shard], self.index
+        where = lambda row: f"{url} key {index.keys[self.base_rows[row]]}"  # noqa: E731
+        if rows and index.offsets[self.base_rows[rows[0]]] >= 0:
+            with open(url, "rb") as tar:
+                for row in rows:
+                    if row in self.overlay.images:
+                        yield row, self.overlay.images[row], where(row)
+                        continue
+                    tar.seek(index.offsets[self.base_rows[row]])
+                    yield row, tar.read(index.sizes[self.base_rows[row]]), where(row)
+            return
+        want = {index.keys[self.base_rows[row]]: row for row in rows}
+        found: dict[int, bytes] = {}
         for record in _members(url):
             row = want.get(record["__key__"])
             if row is not None:
-                encoded[row] = self.overlay.images.get(row) or _image_bytes(record, f"{url} key {record['__key__']}")
+                found[row] = self.overlay.images.get(row) or _image_bytes(record, where(row))
         for row in rows:
-            if row not in encoded:
-                raise DataError(f"{url}: key {self.index.keys[self.base_rows[row]]} is in the index but not in the "
-                                "shard (the shard changed after the data stage was built); clear the cache")
-            yield row, decode(encoded.pop(row), self.size, f"{url} key {self.index.keys[self.base_rows[row]]}")
+            if row not in found:
+                raise DataError(f"{where(row)} is in the index but not in the shard (the shard changed after "
+                                "the data stage was built); clear the cache")
+            yield row, found.pop(row), where(row)
+
+    def read(self, shard: int, rows: list[int]) -> Iterator[tuple[int, Image.Image]]:
+        """Rows of one shard, decoded, in the order of ``rows``."""
+        for row, data, where in self.encoded(shard, rows):
+            yield row, decode(data, self.size, where)
 
     def _load(self, runs: list[list[tuple[int, list[int]]]], batch: int, cut_runs: bool = False
               ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -416,24 +448,30 @@ class StreamedPairs:
         return (Path(folder) / STREAMED_FILE).is_file()
 
 
-def write_shards(pairs: Sequence[tuple[Image.Image, str]], folder: Path, per_shard: int, image_format: str = "jpg",
+def write_shards(pairs: Iterable[tuple[Image.Image, str]], folder: Path, per_shard: int, image_format: str = "jpg",
                  caption_format: str = "txt") -> list[Path]:
     """Write ``pairs`` as img2dataset does (``{key}.jpg|png`` + ``{key}.txt|json``, keys
-    ``{shard:05d}{i:04d}``): for tests and benchmarks."""
+    ``{shard:05d}{i:04d}``), one pair at a time (any number of them): for tests and benchmarks."""
     import webdataset as wds
 
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for s in range(0, len(pairs), per_shard):
-        path = folder / f"{s // per_shard:05d}.tar"
-        with wds.TarWriter(str(path)) as sink:
-            for i, (image, caption) in enumerate(pairs[s:s + per_shard]):
-                buf = io.BytesIO()
-                image.save(buf, format="JPEG" if image_format == "jpg" else "PNG", quality=95)
-                text = caption if caption_format == "txt" else json.dumps({"caption": caption})
-                sink.write({"__key__": f"{s // per_shard:05d}{i:04d}", image_format: buf.getvalue(),
-                            caption_format: text})
-        paths.append(path)
+    paths: list[Path] = []
+    sink = None
+    try:
+        for i, (image, caption) in enumerate(pairs):
+            shard, k = divmod(i, per_shard)
+            if k == 0:
+                if sink is not None:
+                    sink.close()
+                paths.append(folder / f"{shard:05d}.tar")
+                sink = wds.TarWriter(str(paths[-1]))
+            buf = io.BytesIO()
+            image.save(buf, format="JPEG" if image_format == "jpg" else "PNG", quality=95)
+            text = caption if caption_format == "txt" else json.dumps({"caption": caption})
+            sink.write({"__key__": f"{shard:05d}{k:04d}", image_format: buf.getvalue(), caption_format: text})
+    finally:
+        if sink is not None:
+            sink.close()
     return paths
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -140,6 +140,15 @@ class World:
         self.spec = spec
         self.rng = np.random.default_rng(spec.seed)
         self.supersample = max(1, CANVAS // spec.image_size)
+
+    def pairs(self, n: int) -> Iterator[tuple[Image.Image, str, int]]:
+        """``n`` captioned scenes ``(image, caption, template)``, one at a time (the world's
+        pairs; ``benchmarks/scale_clip.py`` streams them into tar shards)."""
+        for _ in range(n):
+            n_objects = 2 if self.rng.random() < self.spec.two_object_fraction else 1
+            things, background = self.scene(n_objects)
+            image = self.draw(things, background)
+            yield (image, *self.caption(things, background))
 
     # -- scenes ------------------------------------------------------------------------
     def thing(self, shape: str | None, centre_box: tuple[float, float, float, float], scale: float = 1.0) -> Thing:
@@ -366,12 +375,9 @@ def write_world(out_dir: str | Path, spec: SyntheticSpec = SyntheticSpec()) -> t
     pairs = out / "pairs" / "train"
     pairs.mkdir(parents=True)
     with open(pairs / "metadata.jsonl", "w") as meta:
-        for i in range(spec.n_pairs):
-            n_objects = 2 if world.rng.random() < spec.two_object_fraction else 1
-            things, background = world.scene(n_objects)
+        for i, (image, caption, template) in enumerate(world.pairs(spec.n_pairs)):
             name = f"{i:06d}.png"
-            world.draw(things, background).save(pairs / name)
-            caption, template = world.caption(things, background)
+            image.save(pairs / name)
             meta.write(json.dumps({"file_name": name, "caption": caption, "template": template}) + "\n")
     evaluation = out / "eval"
     for split, n in (("train", spec.n_eval_train), ("test", spec.n_eval_test)):

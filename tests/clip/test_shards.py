@@ -81,6 +81,16 @@ def test_the_layouts_img2dataset_writes_index_alike(source, png_shards, index, t
     assert clip_data.to_uint8(_streamed(jpg).select([5])).shape == (1, 3, SIZE, SIZE)
 
 
+def test_a_pipe_url_streams_front_to_back_the_same_pairs(png_shards, index):
+    """Local shards are read at the index's byte offsets; a ``pipe:`` (or remote) one,
+    which cannot seek, in one pass: both give the same images."""
+    piped = ShardIndex.build(f"pipe:cat {png_shards}/{{00000..00007}}.tar")
+    assert set(piped.offsets) == {-1} and min(index.offsets) > 0 and piped.captions == index.captions
+    rows = epoch_order(torch.tensor(index.shard_of), torch.ones(96, dtype=torch.bool), torch.Generator(), 8, 1, 0)
+    for a, b in zip(_streamed(piped).feed(rows, 8, 0, 1, 0), _streamed(index).feed(rows, 8, 0, 1, 0), strict=True):
+        assert torch.equal(a, b)
+
+
 def test_bad_shards_fail_in_one_line_naming_shard_and_key(source, tmp_path):
     with pytest.raises(DataError, match=r"00008\.tar: no such shard \(2 of 2 missing\)"):
         expand(str(tmp_path / "{00008..00009}.tar"))
