@@ -20,8 +20,8 @@ file stops the run with a ``DataError`` that names it, instead of a crash mid-tr
 Images are resized (shorter side) and centre-cropped to the model's input size and
 stored as PNG, so everything downstream (poisoning, triggers, training, evaluation)
 works on one resolution. The whole set is decoded into one uint8 tensor for training:
-the right trade-off for the CPU-sized sets this benchmark runs by default; paper-scale
-data would need a streaming loader instead.
+the right trade-off for the CPU-sized sets this benchmark runs by default. Paper-scale
+pairs (WebDataset tar shards, large parquet files) stream instead: ``clip.shards``.
 """
 from __future__ import annotations
 

@@ -1,20 +1,27 @@
-"""WebDataset tar shards of image-caption pairs, streamed: the CLIP track's paper-scale path.
+"""Image-caption shards, streamed: the CLIP track's paper-scale data path.
 
-img2dataset writes CC3M, CC12M or LAION as tar shards of ``{key}.jpg|png`` (or webp)
-next to ``{key}.txt`` and/or ``{key}.json`` (``{"caption": ...}``). The task's ``data``
-param takes them as a brace pattern (``/data/cc3m/{00000..00331}.tar``, expanded by
-webdataset), one ``.tar`` or a folder of ``.tar`` files. Tar reading is the ``webdataset``
-package's (``tariterators``): it is what img2dataset writes for, expands brace patterns
-and opens local, ``pipe:`` and remote URLs, and its per-shard iterator is the piece a
-deterministic order needs. ``datasets``' own webdataset builder was the alternative; it
-takes no brace patterns and shuffles with its own buffer, whose order no in-memory path
-reproduces.
+img2dataset writes CC3M, CC12M or LAION as WebDataset tar shards of ``{key}.jpg|png``
+(or webp) next to ``{key}.txt`` and/or ``{key}.json`` (``{"caption": ...}``); Hugging
+Face data sets come as parquet files. The task's ``data`` param takes tar shards as a
+brace pattern (``/data/cc3m/{00000..00331}.tar``, expanded by webdataset), one ``.tar``
+or a folder of ``.tar`` files, and parquet as a file or a folder of them (streamed when
+they hold at least the task's ``in_memory_below`` pairs). Tar reading is the
+``webdataset`` package's (``tariterators``): it is what img2dataset writes for, expands
+brace patterns, opens local, ``pipe:`` and remote URLs, and its per-shard iterator is
+the piece a deterministic order needs. ``datasets``' own webdataset builder was the
+alternative; it takes no brace patterns and shuffles with its own buffer, whose order no
+in-memory path reproduces. Parquet files are read with ``datasets`` in streaming mode.
 
 What stays in memory is the **index** (``ShardIndex``): each record's key, caption and
-shard, read once by skipping over the image members (a few hundred bytes per record).
-Images are decoded, resized and centre-cropped (``data.fit``, as the in-memory path
-does) in ``torch.utils.data.DataLoader`` workers (the task's ``num_workers``), one shard's
-encoded bytes at a time per worker, so memory does not grow with the data set.
+shard and, in a local tar, the byte offset and size of its image (from ``tarfile``'s
+member headers), read once when the data stage is built: about a hundred bytes per
+record plus the caption. Images are read and decoded, resized and centre-cropped
+(``data.fit``, as the in-memory path does) in ``torch.utils.data.DataLoader`` workers
+(the task's ``num_workers``), so memory does not grow with the data set: a worker reads a
+local tar's images at their offsets, a batch at a time; a ``pipe:``/remote tar or a
+parquet file, which cannot seek, is read front to back once per epoch and stream, the
+worker holding the encoded images of the shard's records until it emits them (one
+shard's worth: keep such shards small, as img2dataset's default 10,000 records are).
 
 **Order.** ``epoch_order`` draws an epoch's global batch order from the trainer's
 generator as a function of the shard of each row, the world size W and the loader
@@ -30,13 +37,15 @@ use the same order, so both paths give the same batches for the same seed
 that are dropped for the epoch (as ``drop_last`` does with one stream); shards of equal
 size, as img2dataset writes them, and at least W x K of them keep that small.
 
-**Poisoning on the fly.** An attack's edits (``StreamedPairs.edited``) are kept as an
-overlay by row: the new caption and, for rows whose image changes, the poisoned image
-(a few percent of records at most), plus the pairs the attack adds, which form one
-extra in-memory shard. The stream applies them as it reads, so a poisoned data set never
-exists as a copy; tests check it equals the materialised one record by record. Rows are
-positions in the key index, so per-record state of defenses (pools, SafeCLIP's split)
-is state by record key.
+**Poisoning on the fly.** Rows are positions in the key index (the training rows sorted,
+so in shard order), which makes an attack's choice of rows (drawn from its seed) a
+choice of record keys, and per-record state of defenses (RoCLIP's and OTCCLIP's pools,
+SafeCLIP's split, CleanCLIP's clean set) state by record key. An attack's edits
+(``StreamedPairs.edited``) are kept as an overlay by row: the new caption and, for rows
+whose image changes, the poisoned image (a few percent of records at most), plus the
+pairs the attack adds, which form one extra shard. The stream applies them as it reads,
+so a poisoned data set never exists as a copy; tests check it equals the materialised
+one record by record.
 
 **Corrupt records.** A record whose image does not decode, or that lacks an image or a
 caption, stops the run with a ``DataError`` naming the shard and the key (the policy of
@@ -75,22 +84,64 @@ def is_shards(spec: str) -> bool:
     return spec.endswith(".tar")
 
 
-def expand(spec: str) -> list[str]:
-    """The shard files of ``spec``, in order: a folder's ``*.tar`` sorted, or a brace pattern expanded."""
+def parquet_files(spec: str) -> list[Path]:
+    """The parquet shards of ``spec`` (a .parquet file or a folder of them, not a
+    ``save_to_disk`` folder), sorted; [] if it names something else."""
     path = Path(spec)
-    files = sorted(str(f) for f in path.glob("*.tar")) if path.is_dir() else shardlists.expand_urls(spec)
+    if path.is_file():
+        return [path] if path.suffix == ".parquet" else []
+    if not path.is_dir() or (path / "state.json").exists() or (path / "dataset_dict.json").exists():
+        return []
+    return sorted(path.rglob("*.parquet"))
+
+
+def parquet_rows(files: Sequence[Path]) -> int:
+    """How many pairs the parquet shards hold, from their footers (nothing is read)."""
+    import pyarrow.parquet as pq
+
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def expand(spec: str) -> list[str]:
+    """The shard files of ``spec``, in order: a folder's ``*.tar`` (else ``*.parquet``)
+    sorted, or a brace pattern expanded."""
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(str(f) for f in path.glob("*.tar")) or [str(f) for f in parquet_files(spec)]
+    else:
+        files = shardlists.expand_urls(spec)
     missing = [f for f in files if "://" not in f and not f.startswith("pipe:") and not Path(f).is_file()]
     if not files or missing:
         where = f"{missing[0]}: no such shard ({len(missing)} of {len(files)} missing)" if missing else \
             f"{spec}: no shards"
-        raise DataError(f"{where}; give a .tar, a brace pattern such as /data/cc3m/{{00000..00331}}.tar, or a "
-                        "folder of .tar files")
+        raise DataError(f"{where}; give a .tar, a brace pattern such as /data/cc3m/{{00000..00331}}.tar, a "
+                        "folder of .tar files, or parquet files")
     return files
 
 
 def _members(url: str) -> Iterator[dict]:
-    """The records of one shard as webdataset groups them: ``{"__key__", ext: bytes, ...}``."""
+    """The records of one tar shard as webdataset groups them: ``{"__key__", ext: bytes, ...}``."""
     return tariterators.group_by_keys(tariterators.tar_file_expander(tariterators.url_opener([{"url": url}])))
+
+
+def _records(url: str, image_column: str, caption_column: str) -> Iterator[tuple[str, str, bytes, str]]:
+    """One shard's pairs in file order as ``(key, caption, encoded image, where)``: a tar's
+    through webdataset, a parquet file's through ``datasets`` streaming (key: the row)."""
+    if not url.endswith(".parquet"):
+        for record in _members(url):
+            key, where = record["__key__"], f"{url} key {record['__key__']}"
+            yield key, _caption(record, caption_column, where), _image_bytes(record, where), where
+        return
+    rows = datasets.load_dataset("parquet", data_files=url, split="train", streaming=True)
+    for column, param in ((image_column, "image_column"), (caption_column, "caption_column")):
+        if column not in (rows.column_names or []):
+            raise DataError(f"{url}: no column '{column}' (columns: {', '.join(rows.column_names or [])}); set "
+                            f"the task param '{param}'")
+    for i, row in enumerate(rows.cast_column(image_column, datasets.Image(decode=False))):
+        image, where = row[image_column], f"{url} key {i}"
+        if not image or not (image.get("bytes") or image.get("path")):
+            raise DataError(f"{where}: no image; remove the row or re-write the file")
+        yield str(i), str(row[caption_column]), image["bytes"] or Path(image["path"]).read_bytes(), where
 
 
 def _caption(record: dict, caption_key: str, where: str) -> str:
@@ -135,6 +186,7 @@ class ShardIndex:
     (-1: a ``pipe:`` or remote shard, read front to back): what the stream keeps in memory."""
 
     shards: list[str]
+    columns: tuple[str, str]  # (image, caption): a parquet file's columns; a .json member's caption field
     keys: list[str]
     captions: list[str]
     shard_of: list[int]
@@ -142,24 +194,23 @@ class ShardIndex:
     sizes: list[int]
 
     @classmethod
-    def build(cls, spec: str, caption_key: str = clip_data.CAPTION) -> "ShardIndex":
+    def build(cls, spec: str, image_column: str = clip_data.IMAGE,
+              caption_column: str = clip_data.CAPTION) -> "ShardIndex":
         """Read the captions of every shard, checking each record has an image (not decoded)."""
         shards = expand(spec)
-        index = cls(shards, [], [], [], [], [])
+        index = cls(shards, (image_column, caption_column), [], [], [], [], [])
         for s, url in enumerate(shards):
             try:
-                spans = _image_spans(url) if Path(url).is_file() else {}
-                for record in _members(url):
-                    key, where = record["__key__"], f"{url} key {record['__key__']}"
-                    _image_bytes(record, where)
+                spans = _image_spans(url) if Path(url).is_file() and not url.endswith(".parquet") else {}
+                for key, caption, _, _ in _records(url, image_column, caption_column):
                     offset, size = spans.get(key, (-1, -1))
-                    for column, value in ((index.keys, key), (index.captions, _caption(record, caption_key, where)),
-                                          (index.shard_of, s), (index.offsets, offset), (index.sizes, size)):
+                    for column, value in ((index.keys, key), (index.captions, caption), (index.shard_of, s),
+                                          (index.offsets, offset), (index.sizes, size)):
                         column.append(value)
             except DataError:
                 raise
-            except Exception as exc:  # tarfile and webdataset raise many types for a broken shard
-                raise DataError(f"{url}: cannot read as a tar shard ({type(exc).__name__}: {exc}); re-write it") \
+            except Exception as exc:  # tarfile, webdataset and pyarrow raise many types for a broken shard
+                raise DataError(f"{url}: cannot read as a shard ({type(exc).__name__}: {exc}); re-write it") \
                     from None
         if not index.keys:
             raise DataError(f"{spec}: the shards hold no records")
@@ -173,7 +224,8 @@ class ShardIndex:
 
     @classmethod
     def load(cls, path: Path) -> "ShardIndex":
-        return cls(**json.loads(path.read_text()))
+        d = json.loads(path.read_text())
+        return cls(**{**d, "columns": tuple(d["columns"])})
 
 
 def epoch_order(shard_of: torch.Tensor, keep: torch.Tensor, generator: torch.Generator, batch_size: int,
@@ -323,10 +375,10 @@ class StreamedPairs:
             return
         want = {index.keys[self.base_rows[row]]: row for row in rows}
         found: dict[int, bytes] = {}
-        for record in _members(url):
-            row = want.get(record["__key__"])
+        for key, _, image, _ in _records(url, *index.columns):
+            row = want.get(key)
             if row is not None:
-                found[row] = self.overlay.images.get(row) or _image_bytes(record, where(row))
+                found[row] = self.overlay.images.get(row) or image
         for row in rows:
             if row not in found:
                 raise DataError(f"{where(row)} is in the index but not in the shard (the shard changed after "

@@ -63,14 +63,15 @@ class ClipPoisoningTask(Task):
 
     class Params(Params):
         data: str = Field(SYNTHETIC, description="'synthetic' (the built-in shapes world) or a path to image-"
-                                                 "caption pairs: imagefolder with metadata.jsonl/csv, parquet, "
-                                                 "a save_to_disk folder, or WebDataset tar shards (a .tar, a "
-                                                 "brace pattern such as /data/cc3m/{00000..00331}.tar, or a "
-                                                 "folder of .tar), streamed")
-        num_workers: int = Field(0, ge=0, description="DataLoader workers decoding tar shards (0: in the "
+                                                 "caption pairs: imagefolder with metadata.jsonl/csv, parquet "
+                                                 "(streamed from in_memory_below pairs), a save_to_disk folder, "
+                                                 "or WebDataset tar shards (a .tar, a brace pattern such as "
+                                                 "/data/cc3m/{00000..00331}.tar, or a folder of .tar), streamed")
+        num_workers: int = Field(0, ge=0, description="DataLoader workers decoding streamed images (0: in the "
                                                       "training process); with shard data it shapes the epoch's "
                                                       "batch order (benchbench.clip.shards), so it is protocol")
-        in_memory_below: int = Field(50_000, ge=0, description="tar shards: training sets of fewer pairs are "
+        in_memory_below: int = Field(50_000, ge=0, description="tar shards, and parquet files holding at least "
+                                                              "this many pairs: training sets of fewer pairs are "
                                                               "decoded into memory once (the same batches as the "
                                                               "stream, faster); 0: always stream")
         image_column: str = Field(clip_data.IMAGE, description="image column of the pairs")
@@ -189,7 +190,7 @@ class ClipPoisoningTask(Task):
                 columns = (p.image_column, p.caption_column, p.eval_image_column, p.eval_label_column)
             cache = Path(tmp) / "hf-cache"
             if self._streamed():
-                pairs = shards.ShardIndex.build(p.data, p.caption_column)
+                pairs = shards.ShardIndex.build(p.data, p.image_column, p.caption_column)
             else:
                 pairs = clip_data.load_pairs(pairs_path, size, columns[0], columns[1], cache_dir=cache)
             evaluation = clip_data.load_labelled(eval_path, size, columns[2], columns[3], cache_dir=cache,
@@ -207,7 +208,13 @@ class ClipPoisoningTask(Task):
         (out / clip_data.TEMPLATES_FILE).write_text(json.dumps(list(templates), indent=1))
 
     def _streamed(self) -> bool:
-        return self.params.data != SYNTHETIC and shards.is_shards(self.params.data)
+        """Do the pairs go through ``clip.shards``: tar shards always, parquet files when
+        they hold at least ``in_memory_below`` pairs (below, the in-memory loader as before)."""
+        p = self.params
+        if p.data == SYNTHETIC:
+            return False
+        parquet = shards.parquet_files(p.data)
+        return shards.is_shards(p.data) or bool(parquet) and shards.parquet_rows(parquet) >= p.in_memory_below
 
     def _split_shards(self, index: shards.ShardIndex, order: np.ndarray, size: int, out: Path) -> None:
         """The seeded train/clean split of shard records: the clean pairs decoded in memory,

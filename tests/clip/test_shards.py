@@ -4,6 +4,7 @@ processes and loader workers, and the stream giving exactly what the in-memory p
 (batches, poisoned records, trained weights, a whole cell's metrics) for the same seed."""
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -14,11 +15,13 @@ import pytest
 import torch
 
 from benchbench.cells import CellSpec, ComponentRef
+from benchbench.checkpoint import Checkpointer
 from benchbench.clip import data as clip_data
 from benchbench.clip.api import Poisoned
 from benchbench.clip.model import ClipModel, ModelSpec
 from benchbench.clip.shards import ShardIndex, StreamedPairs, epoch_order, expand, is_shards, write_shards
 from benchbench.clip.synthetic import SyntheticSpec, write_world
+from benchbench.clip.task import ClipPoisoningTask
 from benchbench.clip.trainer import PairSet, TrainConfig
 from benchbench.errors import DataError
 from benchbench.runner import Environment, run_cell
@@ -27,6 +30,7 @@ from benchbench_clip_baseline import StandardClip
 from benchbench_roclip import RoCLIP
 from benchbench_safeclip import SafeCLIP
 from tests.clip.conftest import assert_same_weights
+from tests.conftest import DyingCheckpointer, Killed
 
 SIZE = 32
 PER_SHARD = 12
@@ -79,6 +83,24 @@ def test_the_layouts_img2dataset_writes_index_alike(source, png_shards, index, t
     streamed = _streamed(index).select(range(96))
     assert torch.equal(clip_data.to_uint8(streamed), clip_data.to_uint8([im for im, _ in pairs]))
     assert clip_data.to_uint8(_streamed(jpg).select([5])).shape == (1, 3, SIZE, SIZE)
+
+
+def test_parquet_files_stream_through_datasets_the_same_pairs(source, index, tmp_path):
+    """Parquet shards (as ``datasets`` writes them) are read with ``datasets`` streaming;
+    below in_memory_below pairs the task keeps its in-memory loader."""
+    pairs, _ = source
+    for part in range(2):
+        rows = pairs[part * 48:(part + 1) * 48]
+        datasets.Dataset.from_dict({"jpeg": [im for im, _ in rows], "text": [c for _, c in rows]}).to_parquet(
+            str(tmp_path / "pq" / f"part-{part:05d}.parquet"))
+    with pytest.raises(DataError, match="no column 'image'.*set the task param 'image_column'"):
+        ShardIndex.build(str(tmp_path / "pq"))
+    parquet = ShardIndex.build(str(tmp_path / "pq"), image_column="jpeg", caption_column="text")
+    assert parquet.captions == index.captions and parquet.shard_of == [i // 48 for i in range(96)]
+    assert parquet.keys[:2] == ["0", "1"] and set(parquet.offsets) == {-1}
+    assert torch.equal(_in_row_order(_streamed(parquet, workers=1)), _in_memory(_streamed(index)).images)
+    task = lambda n: ClipPoisoningTask({"data": str(tmp_path / "pq"), "in_memory_below": n})  # noqa: E731
+    assert task(96)._streamed() and not task(97)._streamed()
 
 
 def test_a_pipe_url_streams_front_to_back_the_same_pairs(png_shards, index):
@@ -236,3 +258,22 @@ def test_a_cell_on_shards_scores_the_same_streamed_and_in_memory(registry, png_s
     assert len(streamed_stages) == 1  # one base stage streams; the other decoded its pairs
     rows = json.loads(streamed_stages[0].read_text())["rows"]
     assert len(rows) == 80 and rows == sorted(rows)  # the training rows, in shard order
+
+
+def test_a_streamed_training_killed_mid_epoch_resumes_to_the_uninterrupted_weights(index, tmp_path):
+    """The stream restarts at the checkpoint's batch (``feed``'s ``first_batch``) with the
+    epoch's saved order: 6 steps an epoch, killed after step 8."""
+    config = TrainConfig(epochs=2, batch_size=16, lr=1e-3, seed=0, progress=False, workers=2)
+
+    def train(checkpoints=None):
+        model = ClipModel.create(ModelSpec(), seed=0)
+        log = RoCLIP(preset="smoke").train(model, dataclasses.replace(config, checkpoints=checkpoints),
+                                           _streamed(index, workers=2).tokenized(model.tokenize))
+        return model.net.state_dict(), [{k: v for k, v in r.items() if k not in ("seconds", "timed")} for r in log]
+
+    reference = train()
+    with pytest.raises(Killed):
+        train(DyingCheckpointer(tmp_path, 1, 8))
+    resumed = train(Checkpointer(tmp_path, 1))
+    assert resumed[1] == reference[1] and reference[1][0]["steps"] == 6
+    assert_same_weights(resumed[0], reference[0], atol=0)
