@@ -154,6 +154,9 @@ class StageCache:
                       build: Callable[[Path], None]) -> None:
         """Build under the key's lock, then drop the build's checkpoints (the stage is durable)."""
         self._build(name, key, parts, final, build)
+        self._drop_checkpoints(key, final)
+
+    def _drop_checkpoints(self, key: str, final: Path) -> None:
         if not self.keep_checkpoints:
             shutil.rmtree(final.parent / f"{key}.checkpoints", ignore_errors=True)
 
@@ -175,12 +178,14 @@ class StageCache:
                 distributed.barrier()  # rank 0 holds the lock until every rank has read the stage's state
                 return self._hit(name, key, final)
             if distributed.is_main():
-                self._build_locked(name, key, parts, final, build)
+                self._build(name, key, parts, final, build)
             else:
                 with tempfile.TemporaryDirectory(prefix=f".{key}-rank{distributed.rank()}-",
                                                  dir=final.parent) as scratch, isolated_rng():
                     build(Path(scratch))
-            distributed.barrier()  # rank 0's stage is in place
+            distributed.barrier()  # rank 0's stage is in place; no rank reads the build's checkpoints now
+            if distributed.is_main():  # (a build may copy them: the others would read a folder being deleted)
+                self._drop_checkpoints(key, final)
         finally:
             if distributed.is_main():
                 lock.release()

@@ -19,6 +19,7 @@ see its error.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import replace
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -54,7 +55,10 @@ def follow(registry: Registry | None = None) -> int:
     ran = 0
     while (job := distributed.broadcast_object()) is not None:
         spec, env = job
-        run_cell(spec, env, registry)
+        result = run_cell(spec, env, registry)
+        if result["status"] != "ok":  # rank 0 now waits in a collective: say why on stderr
+            print(f"rank {distributed.rank()}: the cell failed here, rank 0 may wait for it until the backend's "
+                  f"timeout: {result.get('error')}\n{result.get('traceback', '')}", file=sys.stderr, flush=True)
         ran += 1
     return ran
 
