@@ -141,6 +141,8 @@ def _records(url: str, image_column: str, caption_column: str) -> Iterator[tuple
         image, where = row[image_column], f"{url} key {i}"
         if not image or not (image.get("bytes") or image.get("path")):
             raise DataError(f"{where}: no image; remove the row or re-write the file")
+        if row[caption_column] is None:
+            raise DataError(f"{where}: no caption; remove the row or re-write the file")
         yield str(i), str(row[caption_column]), image["bytes"] or Path(image["path"]).read_bytes(), where
 
 
@@ -170,9 +172,14 @@ def decode(data: bytes, size: int, where: str) -> Image.Image:
 
 def _image_spans(url: str) -> dict[str, tuple[int, int]]:
     """Where each record's image lies in a local tar: key -> (byte offset, size), from the
-    members' headers (``tarfile`` seeks over the data), the image ``_image_bytes`` picks."""
+    members' headers (``tarfile`` seeks over the data), the image ``_image_bytes`` picks;
+    {} for a compressed tar (no offsets into it: it is read front to back)."""
     spans: dict[str, dict[str, tuple[int, int]]] = {}
-    with tarfile.open(url) as tar:
+    try:
+        tar = tarfile.open(url, "r:")
+    except tarfile.ReadError:
+        return {}
+    with tar:
         for member in tar:
             key, ext = tariterators.base_plus_ext(member.name)
             if member.isfile() and ext is not None and ext.lower() in IMAGE_EXTENSIONS:

@@ -218,10 +218,14 @@ class TrainState:
                 parts.append(self.model.encode(images, self.data.tokens[index], with_tokens=with_tokens))
         finally:
             net.train(was_training)
-        order = torch.cat(rows).argsort()  # a stream's chunks come in shard order: put rows back in place
+        seen = torch.cat(rows)  # a stream's chunks come in shard order: put rows back in place
+        order = None if bool((seen[1:] > seen[:-1]).all()) else seen.argsort()
 
         def cat(name: str) -> torch.Tensor | None:
-            return None if getattr(parts[0], name) is None else torch.cat([getattr(p, name) for p in parts])[order]
+            if getattr(parts[0], name) is None:
+                return None
+            joined = torch.cat([getattr(p, name) for p in parts])
+            return joined if order is None else joined[order]
 
         return Features(cat("image"), cat("text"), parts[0].logit_scale, cat("image_tokens"),
                         cat("text_tokens"), cat("text_mask"))
