@@ -31,6 +31,7 @@ from benchbench_roclip import RoCLIP
 from benchbench_safeclip import SafeCLIP
 from tests.clip.conftest import assert_same_weights
 from tests.conftest import DyingCheckpointer, Killed
+from tests.processes import on_processes
 
 SIZE = 32
 PER_SHARD = 12
@@ -277,3 +278,25 @@ def test_a_streamed_training_killed_mid_epoch_resumes_to_the_uninterrupted_weigh
     resumed = train(Checkpointer(tmp_path, 1))
     assert resumed[1] == reference[1] and reference[1][0]["steps"] == 6
     assert_same_weights(resumed[0], reference[0], atol=0)
+
+
+def _train_on_ranks(index: ShardIndex, streamed: bool) -> dict:
+    """Plain CLIP on this rank's share of the streamed pairs (or of the same pairs in memory)."""
+    config = TrainConfig(epochs=1, batch_size=16, lr=1e-3, seed=0, progress=False, workers=1)
+    model = ClipModel.create(ModelSpec(), seed=0)
+    pairs = _streamed(index, workers=1)
+    data = pairs.tokenized(model.tokenize) if streamed else _in_memory(pairs)
+    if not streamed:
+        data.tokens = model.tokenize(data.captions)
+    StandardClip().train(model, config, data)
+    return model.net.state_dict()
+
+
+def test_two_processes_train_on_the_stream_as_on_the_same_pairs_in_memory(index, tmp_path):
+    """Each rank streams only its shards (one loader worker each) and gets the batches the
+    in-memory path slices for it: the two 2-process trainings end with the same weights."""
+    (tmp_path / "s").mkdir(), (tmp_path / "m").mkdir()
+    streamed = on_processes(tmp_path / "s", _train_on_ranks, index, True)
+    in_memory = on_processes(tmp_path / "m", _train_on_ranks, index, False)
+    assert_same_weights(streamed[0], streamed[1], atol=0)  # the ranks stay in step
+    assert_same_weights(streamed[0], in_memory[0], atol=0)
