@@ -31,7 +31,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import datasets
 import numpy as np
@@ -40,6 +40,9 @@ from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
 from PIL import Image
 
 from benchbench.errors import DataError
+
+if TYPE_CHECKING:
+    from benchbench.clip.shards import StreamedPairs
 
 IMAGE, CAPTION, LABEL, POISON = "image", "caption", "label", "is_poison"
 SHARD = "shard"  # pairs read from tar shards and held in memory: each row's shard (clip.shards)
@@ -363,8 +366,8 @@ def _png(image: Image.Image) -> dict:
     return {"bytes": png_bytes(image), "path": None}
 
 
-def edit_pairs(ds: datasets.Dataset, replace: dict[int, tuple[Image.Image, str]],
-               add: list[tuple[Image.Image, str]]) -> datasets.Dataset:
+def edit_pairs(ds: "datasets.Dataset | StreamedPairs", replace: dict[int, tuple[Image.Image, str]],
+               add: list[tuple[Image.Image, str]]) -> "datasets.Dataset | StreamedPairs":
     """Pairs with rows ``replace``d and rows ``add``ed, flagged in ``is_poison`` (and, when
     the pairs have a ``template`` column, with template -1: an attack wrote the caption;
     when they have a ``shard`` column, added pairs in one more shard, as a stream has them).

@@ -43,6 +43,14 @@ scheduler, the generator and global RNGs, the epoch's pairing, order and partial
 and the defense's ``state_dict()``; a training that finds a checkpoint continues from it
 and ends with the weights and log of an uninterrupted one.
 
+**Data.** The loop reads images through its data's ``feed`` (this rank's images of each
+global batch, from a batch on: a resumed epoch restarts there) and ``chunks`` (every row,
+for ``embed_all``): ``PairSet`` slices them from memory, ``clip.shards.StreamedPairs``
+streams them from tar or parquet shards through DataLoader workers. An epoch's order is
+``shards.epoch_order``'s: for data without shards (the embedded default) the
+``randperm`` of the generator; for shard data, shard by shard, the same in memory and
+streamed.
+
 **Several processes.** Under ``torch.distributed`` (``benchbench.distributed``) with W
 processes, one training runs on all of them: every rank draws the same batch order from
 the same seed and generator, starts from the same model (rank 0's, broadcast) and takes
