@@ -125,7 +125,12 @@ class ClipPoisoningTask(Task):
     def dataset_name(self) -> str:
         if self.params.data_name:
             return self.params.data_name
-        return "synthetic-shapes" if self.params.data == SYNTHETIC else Path(self.params.data).name
+        data = self.params.data
+        if data == SYNTHETIC:
+            return "synthetic-shapes"
+        if shards.is_shards(data) and not Path(data).is_dir():  # .../cc3m/{00000..00331}.tar: cc3m
+            return Path(data).parent.name
+        return Path(data).name
 
     def check_data(self) -> None:
         """The pairs' and the evaluation set's layouts and columns, without decoding an image."""

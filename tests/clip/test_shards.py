@@ -102,6 +102,7 @@ def test_parquet_files_stream_through_datasets_the_same_pairs(source, index, tmp
     assert torch.equal(_in_row_order(_streamed(parquet, workers=1)), _in_memory(_streamed(index)).images)
     task = lambda n: ClipPoisoningTask({"data": str(tmp_path / "pq"), "in_memory_below": n})  # noqa: E731
     assert task(96)._streamed() and not task(97)._streamed()
+    assert ClipPoisoningTask({"data": "/data/cc3m/{00000..00331}.tar"}).dataset_name() == "cc3m"  # the board's name
 
 
 def test_a_pipe_url_streams_front_to_back_the_same_pairs(png_shards, index):
