@@ -211,9 +211,11 @@ class ShardIndex:
                 spans = _image_spans(url) if Path(url).is_file() and not url.endswith(".parquet") else {}
                 for key, caption, _, _ in _records(url, image_column, caption_column):
                     offset, size = spans.get(key, (-1, -1))
-                    for column, value in ((index.keys, key), (index.captions, caption), (index.shard_of, s),
-                                          (index.offsets, offset), (index.sizes, size)):
-                        column.append(value)
+                    index.keys.append(key)
+                    index.captions.append(caption)
+                    index.shard_of.append(s)
+                    index.offsets.append(offset)
+                    index.sizes.append(size)
             except DataError:
                 raise
             except Exception as exc:  # tarfile, webdataset and pyarrow raise many types for a broken shard
@@ -293,9 +295,9 @@ class _Stream(IterableDataset):
         images: list[Image.Image] = []  # to_uint8 batches them as the in-memory path does (same strides)
         try:
             for shard, run in runs:
-                for row, data, where in self.pairs.encoded(shard, run):
+                for row, image in self.pairs.read(shard, run):
                     rows.append(row)
-                    images.append(decode(data, self.pairs.size, where))
+                    images.append(image)
                     if len(rows) == self.batch:
                         yield torch.tensor(rows), clip_data.to_uint8(images)
                         rows, images = [], []

@@ -19,6 +19,7 @@ the ``asr_clean`` base rate next to the ASR.
 """
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import tempfile
@@ -165,7 +166,7 @@ class ClipPoisoningTask(Task):
                 "n_train", "n_clean", "data_seed")
         if self.params.data == SYNTHETIC:
             keys += ("n_eval_train", "n_eval_test")
-        elif self._streamed():
+        elif self._streamed:
             keys += ("in_memory_below",)
         ident = {k: getattr(self.params, k) for k in keys}
         if self.params.eval_test_fraction != type(self.params).model_fields["eval_test_fraction"].default:
@@ -194,7 +195,7 @@ class ClipPoisoningTask(Task):
                 pairs_path, eval_path = Path(p.data), Path(p.eval_data)
                 columns = (p.image_column, p.caption_column, p.eval_image_column, p.eval_label_column)
             cache = Path(tmp) / "hf-cache"
-            if self._streamed():
+            if self._streamed:
                 pairs = shards.ShardIndex.build(p.data, p.image_column, p.caption_column)
             else:
                 pairs = clip_data.load_pairs(pairs_path, size, columns[0], columns[1], cache_dir=cache)
@@ -204,7 +205,7 @@ class ClipPoisoningTask(Task):
         order = np.random.default_rng(p.data_seed).permutation(len(pairs))
         if len(pairs) <= p.n_clean:
             raise ConfigError(f"{len(pairs)} pairs cannot spare n_clean={p.n_clean} trusted pairs; lower n_clean")
-        if self._streamed():
+        if self._streamed:
             self._split_shards(pairs, order, size, out)
         else:
             pairs.select(order[p.n_clean:p.n_clean + p.n_train]).save_to_disk(str(out / "train"))
@@ -212,9 +213,11 @@ class ClipPoisoningTask(Task):
         evaluation.save_to_disk(str(out / "eval"))
         (out / clip_data.TEMPLATES_FILE).write_text(json.dumps(list(templates), indent=1))
 
+    @functools.cached_property
     def _streamed(self) -> bool:
         """Do the pairs go through ``clip.shards``: tar shards always, parquet files when
-        they hold at least ``in_memory_below`` pairs (below, the in-memory loader as before)."""
+        they hold at least ``in_memory_below`` pairs (below, the in-memory loader as before).
+        Cached: it reads every parquet footer, and the task asks at each stage."""
         p = self.params
         if p.data == SYNTHETIC:
             return False

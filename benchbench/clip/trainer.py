@@ -145,11 +145,8 @@ class PairSet:
     def chunks(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Every row once, as ``(rows, images)`` chunks (for embeddings of the whole set):
         ``batch_size`` rows at a time, cut where the shard changes (``shards.chunk_rows``)."""
-        if self.shard_of is None:
-            pieces = (range(i, min(i + batch_size, len(self))) for i in range(0, len(self), batch_size))
-        else:
-            pieces = chunk_rows(self.shard_of.tolist(), batch_size)
-        for rows in pieces:
+        shard_of = [0] * len(self) if self.shard_of is None else self.shard_of.tolist()
+        for rows in chunk_rows(shard_of, batch_size):
             yield torch.tensor(rows), self.images[rows[0]:rows[-1] + 1]
 
 

@@ -101,7 +101,7 @@ def test_parquet_files_stream_through_datasets_the_same_pairs(source, index, tmp
     assert parquet.keys[:2] == ["0", "1"] and set(parquet.offsets) == {-1}
     assert torch.equal(_in_row_order(_streamed(parquet, workers=1)), _in_memory(_streamed(index)).images)
     task = lambda n: ClipPoisoningTask({"data": str(tmp_path / "pq"), "in_memory_below": n})  # noqa: E731
-    assert task(96)._streamed() and not task(97)._streamed()
+    assert task(96)._streamed and not task(97)._streamed
     assert ClipPoisoningTask({"data": "/data/cc3m/{00000..00331}.tar"}).dataset_name() == "cc3m"  # the board's name
 
 
